@@ -1,0 +1,1 @@
+"""The `aj` command line, a thin layer over the library."""

@@ -1,0 +1,52 @@
+"""Stable fingerprints of a model's architecture config and of a tokenizer's vocabulary.
+
+Judge artifacts and mined data record them so that loading against other models
+fails clearly. A fingerprint is the sha256 of canonical JSON; it ignores fields
+that do not change the computation (dtype, paths, transformers version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+_IGNORED_CONFIG_KEYS = {
+    "_name_or_path",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "_attn_implementation",
+    "_attn_implementation_autoset",
+    "_commit_hash",
+    "use_cache",
+    "quantization_config",
+    "architectures",
+    "name_or_path",
+    "output_hidden_states",
+    "return_dict",
+}
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_fingerprint(config: Any) -> str:
+    """sha256 of the computation-relevant fields of a transformers config (object or dict)."""
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    d = {k: v for k, v in d.items() if k not in _IGNORED_CONFIG_KEYS}
+    return hashlib.sha256(_canonical(d).encode()).hexdigest()
+
+
+def vocab_fingerprint(tokenizer: Any) -> str:
+    """sha256 of the token -> id map plus special token ids of a tokenizer."""
+    vocab = tokenizer.get_vocab()
+    specials = {
+        "eos": tokenizer.eos_token_id,
+        "bos": tokenizer.bos_token_id,
+        "pad": tokenizer.pad_token_id,
+        "unk": tokenizer.unk_token_id,
+    }
+    payload = _canonical({"vocab": sorted(vocab.items(), key=lambda kv: kv[1]), "specials": specials})
+    return hashlib.sha256(payload.encode()).hexdigest()

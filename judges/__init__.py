@@ -1,0 +1,1 @@
+"""Judge training, calibration, the judge artifact format and baseline judges."""

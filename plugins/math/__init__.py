@@ -1,0 +1,1 @@
+"""Built-in math tasks: GSM8K and MATH-500 with symbolic answer equivalence."""

@@ -1,8 +1,8 @@
 """Registry of the built-in ``aj`` sub-commands beyond ``plugins`` and ``tasks``.
 
-Each command module defines one click command; list it here. Modules are
-imported when the CLI is built, so they must import heavy libraries (torch,
-transformers) inside the command function, not at module level.
+Each command module defines one click command; list it here. Command modules
+import heavy libraries (torch, transformers) inside the command function, not at
+module level, so ``aj --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -11,4 +11,9 @@ import click
 
 
 def all_commands() -> list[click.Command]:
-    return []
+    from autojudge.cli.decode_cmd import decode
+    from autojudge.cli.mine_cmd import mine, mine_merge
+    from autojudge.cli.models_cmd import models
+    from autojudge.cli.train_cmd import train
+
+    return [decode, mine, mine_merge, train, models]

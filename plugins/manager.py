@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -81,15 +82,22 @@ class PluginRegistry:
     problems: list[str] = field(default_factory=list)
 
     def warn(self, message: str) -> None:
+        if message in self.problems:  # e.g. a hook that fails each time `aj plugins` runs it
+            return
         self.problems.append(message)
         warnings.warn(message, PluginWarning, stacklevel=3)
+
+
+def _normalize(name: str) -> str:
+    """PEP 503 form of a distribution or entry-point name: ``Autojudge_Example`` == ``autojudge-example``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _allowed_external() -> set[str] | None:
     raw = os.environ.get(LOAD_PLUGINS_ENV)
     if raw is None:
         return None
-    return {s.strip() for s in raw.split(",") if s.strip()}
+    return {_normalize(s.strip()) for s in raw.split(",") if s.strip()}
 
 
 def _load_builtins(reg: PluginRegistry) -> None:
@@ -108,14 +116,18 @@ def _load_entry_points(reg: PluginRegistry) -> None:
     allowed = _allowed_external()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else None
-        if allowed is not None and ep.name not in allowed and (dist is None or dist not in allowed):
+        if (
+            allowed is not None
+            and _normalize(ep.name) not in allowed
+            and (dist is None or _normalize(dist) not in allowed)
+        ):
             continue
         if reg.pm.has_plugin(ep.name) or ep.name in reg.plugins:
             reg.warn(f"plugin {ep.name!r} from {dist} skipped: a plugin with that name is already loaded")
             continue
         try:
             obj = ep.load()
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # a plugin calling sys.exit() on import must not end `aj`
             reg.warn(
                 f"plugin {ep.name!r} (distribution {dist}, entry point {ep.value!r}) failed to import: "
                 f"{type(e).__name__}: {e}. Other plugins are unaffected; "
@@ -127,12 +139,30 @@ def _load_entry_points(reg: PluginRegistry) -> None:
         except Exception as e:  # pluggy validates hook names/signatures here
             reg.warn(f"plugin {ep.name!r} (distribution {dist}) is malformed: {type(e).__name__}: {e}")
             continue
+        _check_hooks(reg, ep.name, obj, dist)
         version = ep.dist.version if ep.dist is not None else None
         reg.plugins[ep.name] = PluginInfo(name=ep.name, source=dist or "unknown", version=version)
 
 
+def _check_hooks(reg: PluginRegistry, name: str, plugin: object, dist: str | None) -> None:
+    """Warn about a plugin that implements no hook or misspells one (pluggy ignores both silently)."""
+    callers = reg.pm.get_hookcallers(plugin) or []
+    unknown = sorted(hc.name for hc in callers if hc.spec is None)
+    known = sorted(n for n, hc in vars(reg.pm.hook).items() if isinstance(hc, pluggy.HookCaller) and hc.spec)
+    if unknown:
+        reg.warn(
+            f"plugin {name!r} (distribution {dist}) implements unknown hook(s) {', '.join(unknown)}; "
+            f"autojudge hooks are: {', '.join(known)}"
+        )
+    elif not callers:
+        reg.warn(
+            f"plugin {name!r} (distribution {dist}) implements no autojudge hook: decorate its functions "
+            f"with autojudge.plugins.hookimpl (hooks: {', '.join(known)})"
+        )
+
+
 def _collect_tasks(reg: PluginRegistry) -> None:
-    for impl in reversed(reg.pm.hook.register_tasks.get_hookimpls()):  # pluggy lists LIFO
+    for impl in reg.pm.hook.register_tasks.get_hookimpls():  # registration order: built-ins first
         plugin = impl.plugin_name
 
         def register(task: Any, _plugin: str = plugin) -> None:
@@ -206,16 +236,22 @@ def get_task(name: str) -> Task:
 def register_commands(cli: Any) -> None:
     """Let every plugin add commands to ``cli``; a failing plugin yields a warning only."""
     reg = load_plugins()
-    for impl in reversed(reg.pm.hook.register_commands.get_hookimpls()):
-        before = set(getattr(cli, "commands", {}))
+    for impl in reg.pm.hook.register_commands.get_hookimpls():  # registration order: built-ins first
+        before = dict(getattr(cli, "commands", {}))
         try:
             impl.function(cli=cli)
         except Exception as e:
             reg.warn(f"plugin {impl.plugin_name!r} failed in register_commands: {type(e).__name__}: {e}")
             continue
-        added = sorted(set(getattr(cli, "commands", {})) - before)
-        if impl.plugin_name in reg.plugins:
-            reg.plugins[impl.plugin_name].commands.extend(added)
+        info = reg.plugins.get(impl.plugin_name)
+        own = info.commands if info is not None else []
+        after = getattr(cli, "commands", {})
+        for name, command in before.items():  # like tasks: the first registration of a name wins
+            if after.get(name) is not command and name not in own:
+                reg.warn(f"plugin {impl.plugin_name!r} replaced the command {name!r}; keeping the original")
+                after[name] = command
+        # `aj plugins` and repeated `main()` calls run the hook again: record each command once
+        own.extend(c for c in sorted(set(after) - set(before)) if c not in own)
 
 
 def plugins_info() -> list[dict[str, Any]]:

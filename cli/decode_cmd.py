@@ -1,0 +1,72 @@
+"""``aj decode``: generate from one prompt with target-only, lossless or judged speculative decoding."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+JUDGE_HELP = (
+    "Judge for --mode judge: a judge artifact (.safetensors from `aj train`), or a baseline: "
+    "'never' (lossless), 'always', 'topk:K' (accept if the draft token is in the target's top-K), "
+    "'prob:P' (accept if the target gives the draft token probability >= P)."
+)
+
+
+@click.command()
+@click.option("--draft", default=None, help="Draft model: preset name, HF directory, .gguf file or hub id. [default: the default pair]")
+@click.option("--target", default=None, help="Target model (same forms as --draft). [default: the default pair]")
+@click.option("--prompt", "-p", required=True, help="The user message ('-' reads stdin).")
+@click.option("--raw", is_flag=True, help="Send the prompt as is, without the target's chat template.")
+@click.option("--mode", type=click.Choice(["ar", "sd", "judge"]), default=None, help="ar: target only; sd: lossless speculative; judge: lossy with a judge. [default: judge if --judge else sd]")
+@click.option("--judge", "judge_spec", default=None, help=JUDGE_HELP)
+@click.option("--threshold", type=float, default=None, help="Override the judge artifact's threshold (accept iff P(important) < T).")
+@click.option("-k", "--draft-length", "k", type=int, default=5, show_default=True, help="Draft tokens per cycle.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
+@click.option("--dtype", default=None, help="bfloat16 (CPU default), float32, float16.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print text and metrics as JSON.")
+def decode(draft, target, prompt, raw, mode, judge_spec, threshold, k, max_new_tokens, stop, dtype, device, as_json):
+    """Generate from one prompt and print the text and the decoding metrics."""
+    import torch
+
+    from autojudge.core import presets
+    from autojudge.core.engine import SpeculativeEngine
+    from autojudge.core.models import load_model, load_pair
+    from autojudge.judges.spec import load_judge_spec
+
+    torch.set_num_threads(torch.get_num_threads())
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    mode = mode or ("judge" if judge_spec else "sd")
+    if mode == "judge" and not judge_spec:
+        raise click.UsageError("--mode judge needs --judge")
+    target = target or presets.DEFAULT_TARGET
+    if mode == "ar":
+        tgt = load_model(target, dtype=dtype, device=device)
+        dft, tokenizer = None, tgt.tokenizer
+    else:
+        pair = load_pair(draft or presets.DEFAULT_DRAFT, target, dtype=dtype, device=device)
+        tgt, dft, tokenizer = pair.target, pair.draft, pair.tokenizer
+    judge = None
+    if mode == "judge":
+        judge = load_judge_spec(judge_spec, target=tgt, draft=dft, threshold=threshold, device=device)
+    text = prompt if raw else tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    engine = SpeculativeEngine(tgt.model, dft.model if dft is not None else None, tokenizer)
+    res = engine.generate(text, mode=mode, judge=judge, k=k, max_new_tokens=max_new_tokens, stop_sequences=stop)
+    if as_json:
+        click.echo(json.dumps({"mode": mode, "judge": judge.describe() if judge else None, **res.as_dict()}, indent=2))
+        return
+    click.echo(res.text)
+    m = res.metrics
+    click.echo(
+        f"\n[{mode}] {m.num_output_tokens} tokens in {m.wall_time:.2f}s ({m.tokens_per_s:.2f} tok/s), "
+        f"finish={res.finish_reason}, cycles={m.num_drafts}, "
+        f"mean_acceptance_length={m.mean_acceptance_length:.2f}, "
+        f"draft_acceptance_rate={m.draft_acceptance_rate:.2f}, judge_accepted={m.num_judge_accepted}",
+        err=True,
+    )

@@ -1,0 +1,67 @@
+"""``aj mine`` and ``aj mine-merge``: label which draft/target mismatches change the task's answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        i, n = (int(v) for v in value.split("/"))
+    except ValueError as e:
+        raise click.BadParameter(f"expected I/N (e.g. 0/4), got {value!r}") from e
+    if not (n >= 1 and 0 <= i < n):
+        raise click.BadParameter(f"need 0 <= I < N, got {value!r}")
+    return i, n
+
+
+@click.command()
+@click.option("--task", "task_name", required=True, help="Task name (see `aj tasks`).")
+@click.option("--draft", default=None, help="Draft model (preset, HF dir, .gguf, hub id). [default pair]")
+@click.option("--target", default=None, help="Target model. [default pair]")
+@click.option("--split", default=None, help="Split to mine. [default: the task's mining split]")
+@click.option("--limit", type=int, default=None, help="Mine only the first N prompts of the split.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory. [default: runs/mine-TASK]")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same settings).")
+@click.option("--shard", default=None, help="I/N: mine only prompts with index = I mod N (parallel runs; merge with `aj mine-merge`).")
+@click.option("--max-new-tokens", type=int, default=512, show_default=True)
+@click.option("--max-mismatches", type=int, default=None, help="Stop each prompt after this many labels.")
+@click.option("--naive", is_flag=True, help="Reference algorithm: regenerate every rollout from scratch (slow; for comparison).")
+@click.option("--dtype", default=None, help="float32 gives labels identical to plain greedy regeneration; bfloat16 (CPU default) is faster.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Data directory (else $AJ_DATA_DIR / upstream).")
+@click.option("--no-progress", is_flag=True)
+def mine(task_name, draft, target, split, limit, out, resume, shard, max_new_tokens, max_mismatches, naive, dtype, device, data_dir, no_progress):
+    """Mine important mismatches (the paper's Algorithm 1) into a resumable directory."""
+    from autojudge.core import presets
+    from autojudge.core.mining import MiningConfig
+    from autojudge.core.mining_run import mine_task
+    from autojudge.core.models import load_pair
+    from autojudge.plugins.manager import get_task
+
+    task = get_task(task_name)
+    out = out or Path("runs") / f"mine-{task_name}"
+    pair = load_pair(draft or presets.DEFAULT_DRAFT, target or presets.DEFAULT_TARGET, dtype=dtype, device=device)
+    config = MiningConfig(max_new_tokens=max_new_tokens, max_mismatches=max_mismatches, naive=naive)
+    summary = mine_task(
+        task, pair, out, split=split, limit=limit, data_dir=data_dir, config=config,
+        resume=resume, shard=_parse_shard(shard), progress=not no_progress,
+    )  # fmt: skip
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"mined data in {out}", err=True)
+
+
+@click.command("mine-merge")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New directory for the merged data.")
+def mine_merge(sources, out):
+    """Merge mined shard directories (from `aj mine --shard I/N`) after checking they belong to one run."""
+    from autojudge.core.mined_store import merge_stores
+
+    store = merge_stores(sources, out)
+    click.echo(json.dumps(store.summary(), indent=2))

@@ -1,0 +1,98 @@
+"""Run mining over a task split: the library API behind ``aj mine``.
+
+:func:`mine_task` loads the split, skips prompts already done (``resume``),
+keeps only this process's share (``shard=(i, n)`` takes indices ``i mod n``),
+runs :class:`~autojudge.core.mining.Miner` on each remaining prompt, writes
+each result atomically as soon as it is finished, shows progress (prompts,
+labels, important rate, ETA) and writes ``summary.json`` at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from autojudge.core import __version__
+from autojudge.core.mined_store import MinedStore
+from autojudge.core.mining import Miner, MiningConfig
+from autojudge.core.task import Task
+
+
+def mining_meta(task: Task, split: str, pair: Any, config: MiningConfig, shard: tuple[int, int] | None) -> dict[str, Any]:
+    return {
+        "task": task.name,
+        "split": split,
+        "draft": pair.draft.fingerprint(),
+        "target": pair.target.fingerprint(),
+        "settings": {**config.label_settings(), "dtype": str(pair.target.dtype).replace("torch.", "")},
+        "shard": list(shard) if shard else None,
+        "library_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def mine_task(
+    task: Task,
+    pair: Any,
+    out: str | Path,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    data_dir: str | Path | None = None,
+    config: MiningConfig | None = None,
+    resume: bool = False,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Mine ``task``'s split with ``pair`` (a ``ModelPair``) into ``out``; returns the summary."""
+    config = config or MiningConfig()
+    split = split or task.mining_split
+    if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+        raise ValueError(f"bad shard {shard}: need 0 <= i < n")
+    store = MinedStore(out)
+    store.open(mining_meta(task, split, pair, config, shard), resume=resume)
+    examples = task.load(split, data_dir=data_dir, limit=limit)
+    done = store.done_indices()
+    todo = [
+        (i, ex) for i, ex in enumerate(examples) if i not in done and (shard is None or i % shard[1] == shard[0])
+    ]
+    miner = Miner(task, pair.target.model, pair.draft.model, pair.tokenizer, config)
+    labels = important = 0
+    with torch.inference_mode(), _progress(progress) as bar:
+        job = bar.add_task("mining", total=len(todo), labels=0, imp="-") if bar else None
+        for i, ex in todo:
+            res = miner.mine(ex, index=i)
+            store.write_prompt(res)
+            labels += len(res.records)
+            important += sum(r.label for r in res.records)
+            if bar:
+                rate = f"{important / labels:.0%}" if labels else "-"
+                bar.update(job, advance=1, labels=labels, imp=rate)
+    return store.write_summary()
+
+
+class _NoBar:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("prompts | labels {task.fields[labels]} | important {task.fields[imp]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )

@@ -1,0 +1,96 @@
+"""Shared fixtures: tiny random models built from configs, and a character-level tokenizer.
+
+Tiny models make the decoding loop testable in milliseconds. ``tiny_pair`` gives a
+target and a draft that agree often but not always (the draft is the target with
+noise added to its weights), so tests exercise both acceptance and rejection.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import string
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+# One torch thread per test process: pytest-xdist runs a process per core, and tiny models gain
+# nothing from intra-op threads (which spin and slow everything down on a busy machine).
+torch.set_num_threads(1)
+
+# Tests read data sets from ../shared/datasets unless AJ_DATA_DIR says otherwise.
+if "AJ_DATA_DIR" not in os.environ and SHARED_DATASETS.is_dir():
+    os.environ["AJ_DATA_DIR"] = str(SHARED_DATASETS)
+
+CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
+SPECIALS = ["<pad>", "<eos>"]
+
+
+def make_char_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character (96 printable chars) plus <pad>=96 and <eos>=97."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {c: i for i, c in enumerate(CHARS)}
+    for s in SPECIALS:
+        vocab[s] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    fast.add_special_tokens({"pad_token": "<pad>", "eos_token": "<eos>"})
+    return fast
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    return make_char_tokenizer()
+
+
+def make_tiny_model(arch: str = "qwen2", *, vocab_size: int = len(CHARS) + len(SPECIALS), hidden: int = 64, layers: int = 2, seed: int = 0):
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 2,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    if arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    elif arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    else:
+        raise ValueError(arch)
+    # larger output weights spread the logits so float32 ties are practically impossible
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    return model.float().eval()
+
+
+def noisy_copy(model: torch.nn.Module, scale: float, seed: int = 1) -> torch.nn.Module:
+    """A draft that mostly agrees with ``model``: its weights plus Gaussian noise of relative size ``scale``."""
+    torch.manual_seed(seed)
+    draft = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(torch.randn_like(p) * p.abs().mean() * scale)
+    return draft.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_pair():
+    """(target, draft) tiny Qwen2 models with partial agreement (float32)."""
+    target = make_tiny_model("qwen2", seed=0)
+    draft = noisy_copy(target, 0.15, seed=1)
+    return target, draft

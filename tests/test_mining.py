@@ -1,0 +1,173 @@
+"""Mining (Algorithm 1) on tiny float32 models and the toy task: labels, speed-ups, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_char_tokenizer, make_tiny_model, noisy_copy
+from safetensors.torch import load_file
+
+from autojudge.core.mined_store import MinedStore, MinedStoreError, merge_stores
+from autojudge.core.mining import Miner, MiningConfig
+from autojudge.core.mining_run import mine_task
+from autojudge.core.models import LoadedModel, ModelPair
+from autojudge.plugins.toy import ToyArithmeticTask
+
+MAX_NEW = 32
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_pair, char_tokenizer) -> ModelPair:
+    target, draft = tiny_pair
+    mk = lambda name, m: LoadedModel(name, m, char_tokenizer, None, torch.float32, torch.device("cpu"))  # noqa: E731
+    return ModelPair(draft=mk("tiny-draft", draft), target=mk("tiny-target", target), tokenizer=char_tokenizer)
+
+
+def mined_content(root: Path) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    store = MinedStore(root)
+    rows = sorted(store.label_rows(), key=lambda r: (r["prompt_id"], r["position"]))
+    tensors = {p.name: load_file(p) for p in sorted((root / "shards").glob("*.safetensors"))}
+    return rows, tensors
+
+
+def test_fast_mining_gives_the_naive_labels_with_fewer_target_passes(pair):
+    task = ToyArithmeticTask()
+    examples = task.load("train", limit=6)
+    fast = Miner(task, pair.target.model, pair.draft.model, pair.tokenizer, MiningConfig(max_new_tokens=MAX_NEW))
+    naive = Miner(task, pair.target.model, pair.draft.model, pair.tokenizer, MiningConfig(max_new_tokens=MAX_NEW, naive=True))
+    n_labels = fast_fwd = naive_fwd = 0
+    both_labels = set()
+    for i, ex in enumerate(examples):
+        a, b = fast.mine(ex, i), naive.mine(ex, i)
+        assert a.response == b.response and a.skipped == b.skipped
+        assert [r.row() for r in a.records] == [r.row() | {
+            "rollout_target_forwards": ra.rollout_target_forwards, "rollout_target_tokens": ra.rollout_target_tokens,
+        } for r, ra in zip(b.records, a.records, strict=True)]  # fmt: skip
+        for ra, rb in zip(a.records, b.records, strict=True):
+            for name in ("dt", "tt", "dd", "x"):
+                torch.testing.assert_close(ra.features[name], rb.features[name], atol=2e-4, rtol=1e-4)
+            assert int(ra.features["draft_rank"]) == int(rb.features["draft_rank"])
+        assert a.final_response == b.final_response
+        n_labels += len(a.records)
+        both_labels |= {r.label for r in a.records}
+        fast_fwd += sum(r.rollout_target_forwards for r in a.records)
+        naive_fwd += sum(r.rollout_target_forwards for r in b.records)
+    assert n_labels >= 10, "fixture too weak: few mismatches"
+    assert both_labels == {0, 1}, "expected both important and unimportant labels"
+    # random tiny models rarely re-join the original wording after a swap, so the gain here is small;
+    # bench/bench_mining.py measures the real one on real models
+    assert fast_fwd * 1.3 <= naive_fwd, f"rollouts not cheaper: {fast_fwd} vs {naive_fwd} target passes"
+
+
+def test_algorithm_invariants(pair):
+    task = ToyArithmeticTask()
+    miner = Miner(task, pair.target.model, pair.draft.model, pair.tokenizer, MiningConfig(max_new_tokens=MAX_NEW))
+    for i, ex in enumerate(task.load("train", limit=5)):
+        res = miner.mine(ex, i)
+        positions = [r.position for r in res.records]
+        assert positions == sorted(set(positions)), "mismatches are visited once, in order"
+        for r in res.records:
+            assert r.draft_token != r.target_token
+            assert r.label == int(not task.equivalent(r.answer_original, r.answer_alternative, ex))
+            assert r.answer_original == res.answer  # labels compare with the target's own answer
+            assert r.features["dt"].shape == (pair.target.hidden_size,)
+            assert r.features["dd"].shape == (pair.draft.hidden_size,)
+            assert r.features["x"].shape == (3,) and 0 <= float(r.features["x"][0]) <= 1
+            assert int(r.features["draft_rank"]) >= 1  # the draft token is not the target's argmax
+        if not any(r.label == 0 for r in res.records):
+            assert res.final_response == res.response  # nothing adopted
+
+
+def test_store_resume_rejects_other_settings_and_cleans_orphans(pair, tmp_path):
+    task = ToyArithmeticTask()
+    out = tmp_path / "mined"
+    cfg = MiningConfig(max_new_tokens=MAX_NEW)
+    s1 = mine_task(task, pair, out, limit=3, config=cfg, progress=False)
+    assert s1["prompts"] == 3
+    with pytest.raises(MinedStoreError, match="--resume"):
+        mine_task(task, pair, out, limit=3, config=cfg, progress=False)
+    with pytest.raises(MinedStoreError, match="different settings"):
+        mine_task(task, pair, out, limit=3, config=MiningConfig(max_new_tokens=MAX_NEW + 1), resume=True, progress=False)
+    # an orphan shard (crash after the tensors, before the completion marker) is removed on resume
+    orphan = out / "shards" / "shard-000004.safetensors"
+    orphan.write_bytes(b"partial")
+    s2 = mine_task(task, pair, out, limit=5, config=cfg, resume=True, progress=False)
+    assert s2["prompts"] == 5
+    assert not orphan.exists() or load_file(orphan)  # replaced by a whole file, or the prompt had no labels
+    rows = MinedStore(out).label_rows()
+    assert len({(r["prompt_id"], r["position"]) for r in rows}) == len(rows)
+
+
+def test_shards_merge_into_the_full_run(pair, tmp_path):
+    task = ToyArithmeticTask()
+    cfg = MiningConfig(max_new_tokens=MAX_NEW)
+    mine_task(task, pair, tmp_path / "full", limit=6, config=cfg, progress=False)
+    mine_task(task, pair, tmp_path / "s0", limit=6, config=cfg, shard=(0, 2), progress=False)
+    mine_task(task, pair, tmp_path / "s1", limit=6, config=cfg, shard=(1, 2), progress=False)
+    merge_stores([tmp_path / "s0", tmp_path / "s1"], tmp_path / "merged")
+    full_rows, full_t = mined_content(tmp_path / "full")
+    merged_rows, merged_t = mined_content(tmp_path / "merged")
+    assert merged_rows == full_rows and full_rows
+    assert full_t.keys() == merged_t.keys()
+    for name in full_t:
+        for key in full_t[name]:
+            torch.testing.assert_close(full_t[name][key], merged_t[name][key])
+    with pytest.raises(MinedStoreError, match="overlapping"):
+        merge_stores([tmp_path / "s0", tmp_path / "full"], tmp_path / "bad")
+    mine_task(task, pair, tmp_path / "other", limit=2, config=MiningConfig(max_new_tokens=8), shard=(1, 2), progress=False)
+    with pytest.raises(MinedStoreError, match="different models, task or settings"):
+        merge_stores([tmp_path / "s0", tmp_path / "other"], tmp_path / "bad2")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
+    """`aj mine` killed with SIGKILL, then resumed, equals an uninterrupted run."""
+    tok = make_char_tokenizer()
+    target = make_tiny_model("qwen2", seed=0)
+    draft = noisy_copy(target, 0.15, seed=1)
+    for name, m in (("target", target), ("draft", draft)):
+        m.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+    def aj_mine(out: Path, *extra: str) -> list[str]:
+        return [
+            sys.executable, "-m", "autojudge.cli.main", "mine", "--task", "toy-arith",
+            "--draft", str(tmp_path / "draft"), "--target", str(tmp_path / "target"), "--dtype", "float32",
+            "--limit", "10", "--max-new-tokens", str(MAX_NEW), "--out", str(out), "--no-progress", *extra,
+        ]  # fmt: skip
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(aj_mine(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        done = list((killed / "prompts").glob("*.json")) if (killed / "prompts").is_dir() else []
+        if len(done) >= 3 or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"mining finished before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(list((killed / "prompts").glob("*.json")))
+    assert 3 <= n_before < 10
+    subprocess.run(aj_mine(killed, "--resume"), env=env, check=True, capture_output=True)
+    clean = tmp_path / "clean"
+    subprocess.run(aj_mine(clean), env=env, check=True, capture_output=True)
+    rows_k, t_k = mined_content(killed)
+    rows_c, t_c = mined_content(clean)
+    assert rows_k == rows_c and rows_c
+    assert t_k.keys() == t_c.keys()
+    for name in t_c:
+        for key in t_c[name]:
+            torch.testing.assert_close(t_k[name][key], t_c[name][key])
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["prompts"] == 10
+    assert not [p for p in (killed / "shards").iterdir() if p.name.startswith(".")], "temporary files left"

@@ -158,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     run_ours("autojudge target-only", mode="ar")
     run_ours(f"autojudge lossless SD (k={args.k})", mode="sd")
     run_ours(f"autojudge judged SD ({args.judge}, k={args.k})", mode="judge", judge=judge)
+    # the trained judge's inference form, with weights that never accept: same trajectory as lossless SD,
+    # so its time share is the pure cost of the fused dt+x judge
+    from autojudge.core.judge import LinearJudge
+
+    h = pair.target.hidden_size
+    cost_judge = LinearJudge({"dt": torch.zeros(h), "x": torch.zeros(3)}, bias=20.0, threshold=0.5, blocks=("dt", "x"))
+    run_ours(f"autojudge judged SD (linear dt+x judge, cost only, k={args.k})", mode="judge", judge=cost_judge)
     if not args.no_hf:
         run_hf("HF target-only generate", None)
         run_hf("HF assisted (heuristic k)", pair.draft.model)

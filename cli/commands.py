@@ -14,6 +14,7 @@ def all_commands() -> list[click.Command]:
     from autojudge.cli.decode_cmd import decode
     from autojudge.cli.mine_cmd import mine, mine_merge
     from autojudge.cli.models_cmd import models
+    from autojudge.cli.run_cmd import run
     from autojudge.cli.train_cmd import train
 
-    return [decode, mine, mine_merge, train, models]
+    return [decode, mine, mine_merge, train, run, models]

@@ -30,14 +30,12 @@ JUDGE_HELP = (
 @click.option("--json", "as_json", is_flag=True, help="Print text and metrics as JSON.")
 def decode(draft, target, prompt, raw, mode, judge_spec, threshold, k, max_new_tokens, stop, dtype, device, as_json):
     """Generate from one prompt and print the text and the decoding metrics."""
-    import torch
 
     from autojudge.core import presets
     from autojudge.core.engine import SpeculativeEngine
     from autojudge.core.models import load_model, load_pair
     from autojudge.judges.spec import load_judge_spec
 
-    torch.set_num_threads(torch.get_num_threads())
     if prompt == "-":
         prompt = sys.stdin.read()
     mode = mode or ("judge" if judge_spec else "sd")

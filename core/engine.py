@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import torch
 
-from autojudge.core.drafters import DraftModelDrafter, Drafter, NullDrafter
+from autojudge.core.drafters import Drafter, DraftModelDrafter, NullDrafter
 from autojudge.core.judge import Judge, MismatchFeatures
 from autojudge.core.metrics import GenerationMetrics
 from autojudge.core.runner import ModelRunner

@@ -13,6 +13,7 @@ from typing import Any
 
 _IGNORED_CONFIG_KEYS = {
     "_name_or_path",
+    "_model_name_or_path",
     "transformers_version",
     "torch_dtype",
     "dtype",

@@ -228,7 +228,8 @@ class Miner:
             alt_tokens = y[:t] + [d_tok] + roll.tokens
             alt_text = self._text(alt_tokens, stopped=roll.finish_reason == "stop")
             b = task.extract_answer(alt_text)
-            equivalent = b is not None and bool(task.equivalent_many([(a, b, example)])[0])
+            outcome = task.equivalent_outcomes([(a, b, example)])[0] if b is not None else None
+            equivalent = outcome is not None and outcome.ok and bool(outcome.value)
             result.records.append(
                 MismatchRecord(
                     prompt_id=example.id,
@@ -240,7 +241,7 @@ class Miner:
                     answer_alternative=b,
                     correct_original=result.correct,
                     correct_alternative=bool(task.is_correct(b, example)) if b is not None else False,
-                    timed_out=False,
+                    timed_out=bool(outcome is not None and outcome.timed_out),
                     rollout_target_forwards=roll.metrics.num_target_forwards,
                     rollout_target_tokens=roll.metrics.num_target_tokens,
                     features=feats,

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from autojudge.core.checkpool import CheckOutcome
+
 TASK_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 Messages = list[dict[str, str]]
@@ -113,6 +115,15 @@ class Task(ABC):
     def equivalent_many(self, items: Sequence[tuple[Any, Any, Example]]) -> list[bool]:
         """Batch form of :meth:`equivalent`; sequential unless a task overrides it."""
         return [self.equivalent(a, b, ex) for a, b, ex in items]
+
+    def equivalent_outcomes(self, items: Sequence[tuple[Any, Any, Example]]) -> list[CheckOutcome]:
+        """Like :meth:`equivalent_many`, but each result says whether the check timed out or failed.
+
+        Mining records these flags; a timed-out or failed check counts as "not
+        equivalent". Tasks that run checks in a :class:`~autojudge.core.checkpool.CheckPool`
+        override this; the default wraps :meth:`equivalent_many` (no timeouts).
+        """
+        return [CheckOutcome(value=bool(v)) for v in self.equivalent_many(items)]
 
     # -- description ------------------------------------------------------------
     def info(self) -> dict[str, Any]:

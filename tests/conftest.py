@@ -19,8 +19,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
-# One torch thread per test process: pytest-xdist runs a process per core, and tiny models gain
-# nothing from intra-op threads (which spin and slow everything down on a busy machine).
+# One torch thread per test process, inherited by the subprocesses tests start (`aj ...`):
+# pytest-xdist runs a process per core, and OpenMP threads that outnumber the cores spin-wait
+# for each other (measured here: a 2-thread fp32 matmul ran at ~4 GFLOP/s beside another 2-thread job).
+os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 # Tests read data sets from ../shared/datasets unless AJ_DATA_DIR says otherwise.

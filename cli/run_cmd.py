@@ -1,0 +1,85 @@
+"""``aj run``: mine -> train -> choose the threshold on validation -> evaluate -> report, cached per stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _floats(value: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from e
+    if any(not 0.0 <= t <= 1.0 for t in out):
+        raise click.BadParameter("thresholds must be in [0, 1]")
+    return out
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from e
+    if any(k < 1 for k in out):
+        raise click.BadParameter("K values must be >= 1")
+    return out
+
+
+@click.command("run")
+@click.option("--task", "task_name", required=True, help="Task name (see `aj tasks`).")
+@click.option("--draft", default=None, help="Draft model (preset, HF dir, .gguf, hub id). [default pair]")
+@click.option("--target", default=None, help="Target model. [default pair]")
+@click.option("--mine-limit", type=click.IntRange(2), default=3, show_default=True, help="Prompts of the mining split to mine.")
+@click.option("--val-limit", type=click.IntRange(1), default=2, show_default=True, help="Held-out mining-split prompts (after the mined ones) used to choose the threshold.")
+@click.option("--eval-limit", type=click.IntRange(1), default=2, show_default=True, help="Prompts of the eval split.")
+@click.option("--thresholds", default="0.1,0.3", show_default=True, help="Judge thresholds evaluated (plus the calibrated and the recommended one).")
+@click.option("--val-thresholds", default="0.3", show_default=True, help="Candidate thresholds tried on validation (plus the calibrated one).")
+@click.option("--top-k", default="2,8", show_default=True, help="K values of the Top-K baseline ('' for none).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0), default=1.0, show_default=True, help="Accuracy budget in points vs target-only, for the recommended threshold.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=384, show_default=True)
+@click.option("-k", "--draft-length", "k", type=click.IntRange(1), default=5, show_default=True, help="Draft tokens per cycle.")
+@click.option("--dtype", default=None, help="bfloat16 (CPU default), float32, float16.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--features", default="dd+dt", show_default=True, help="Judge feature set(s), as for `aj train`.")
+@click.option("--recall", "target_recall", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True, help="Recall of important mismatches for the calibrated threshold.")
+@click.option("--max-mismatches", type=int, default=None, help="Stop mining a prompt after this many labels.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Data directory (else $AJ_DATA_DIR / upstream).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run directory. [default: runs/run-TASK]")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--no-progress", is_flag=True)
+def run(task_name, draft, target, mine_limit, val_limit, eval_limit, thresholds, val_thresholds, top_k,
+        max_accuracy_drop, max_new_tokens, k, dtype, device, features, target_recall, max_mismatches, data_dir,
+        out, resume, no_progress):  # fmt: skip
+    """Mine, train the judge, pick its threshold on validation, evaluate and report the trade-off.
+
+    Each stage is cached in --out and skipped when its inputs are unchanged;
+    results: OUT/summary.json, OUT/report.md, OUT/plots/*.png, OUT/eval/*.jsonl.
+    """
+    from rich.console import Console
+
+    from autojudge.core.pipeline import PipelineError, RunConfig, run_pipeline
+    from autojudge.core.report import markdown_table
+
+    console = Console(stderr=True)
+    try:
+        config = RunConfig(
+            task=task_name, out=out or Path("runs") / f"run-{task_name}", draft=draft, target=target,
+            mine_limit=mine_limit, val_limit=val_limit, eval_limit=eval_limit, thresholds=_floats(thresholds),
+            val_thresholds=_floats(val_thresholds), top_k=_ints(top_k), max_accuracy_drop=max_accuracy_drop,
+            max_new_tokens=max_new_tokens, k=k, dtype=dtype, device=device, features=features,
+            target_recall=target_recall, max_mismatches=max_mismatches, data_dir=data_dir, resume=resume,
+            progress=not no_progress,
+        )  # fmt: skip
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+    try:
+        summary = run_pipeline(config, console=console)
+    except PipelineError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(markdown_table(summary))
+    click.echo(
+        f"recommended threshold: {summary['recommended_threshold']:.4g} ({summary['recommended_mode']}); "
+        f"report: {config.out / 'report.md'}"
+    )

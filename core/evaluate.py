@@ -1,0 +1,384 @@
+"""Evaluating decoding modes on a task: per-sample rows (JSONL) and per-mode aggregates.
+
+A *mode* (:class:`ModeSpec`) is one way of decoding: target only (``ar``),
+lossless speculative decoding (``sd``), the trained judge at a threshold
+(``judge@T``) or the Top-K baseline (``topk:K``). :func:`evaluate_modes` decodes
+every example with every mode through ONE :class:`SpeculativeEngine`, example by
+example (all modes of an example run back to back, so machine noise spreads
+evenly over modes), and appends one JSON row per (mode, example) to
+``DIR/<mode>.jsonl`` as soon as it is computed.
+
+Rows are cached per mode under a key (task, examples, models, decoding
+settings, judge artifact contents, mode): a mode file whose key matches and
+that holds every example is reused as is; with ``resume=True`` a matching but
+incomplete file is continued (only the missing examples are decoded). A
+truncated last line (a crash mid-write) is dropped.
+
+:func:`aggregate_rows` / :func:`aggregate_modes` recompute everything from the
+rows: accuracy, its delta vs target-only in points, ``mean_acceptance_length``
+(tokens emitted per verification cycle, 1.0 for target-only), the acceptance
+histogram, tokens/s (output tokens / wall time, summed over samples) and the
+speed-ups vs target-only and vs lossless SD.
+
+Limits: greedy decoding, batch size 1, one process; the target's prefix cache
+is not reused across calls (``reuse_cache=False``) so every mode pays its own
+prefill and timings stay comparable. Tokens/s are wall-clock on whatever else
+the machine runs: compare modes of one run, not runs of different machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autojudge.core.metrics import GenerationMetrics
+from autojudge.core.task import Example, Task
+
+ROW_FORMAT = "autojudge-eval-row/1"
+
+
+# -- modes -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """One decoding mode. ``kind`` is ``ar``, ``sd``, ``judge`` (trained artifact) or ``topk``."""
+
+    kind: str
+    threshold: float | None = None
+    top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ar", "sd", "judge", "topk"):
+            raise ValueError(f"unknown mode kind {self.kind!r}")
+        if self.kind == "judge" and (self.threshold is None or not 0.0 <= self.threshold <= 1.0):
+            raise ValueError(f"a judge mode needs a threshold in [0, 1], got {self.threshold!r}")
+        if self.kind == "topk" and (self.top_k is None or self.top_k < 1):
+            raise ValueError(f"a topk mode needs K >= 1, got {self.top_k!r}")
+
+    @property
+    def name(self) -> str:
+        if self.kind == "judge":
+            return f"judge@{self.threshold:.4g}"
+        if self.kind == "topk":
+            return f"topk:{self.top_k}"
+        return self.kind
+
+    @property
+    def engine_mode(self) -> str:
+        return "judge" if self.kind in ("judge", "topk") else self.kind
+
+    @property
+    def file_stem(self) -> str:
+        """A file-system-safe version of :attr:`name` (``topk:4`` -> ``topk_4``)."""
+        return re.sub(r"[^A-Za-z0-9._-]", "_", self.name)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "threshold": self.threshold, "top_k": self.top_k}
+
+
+def build_modes(
+    thresholds: Iterable[float] = (), top_ks: Iterable[int] = (), *, ar: bool = True, sd: bool = True
+) -> list[ModeSpec]:
+    """``ar``, ``sd``, judge thresholds (ascending) and Top-K (ascending), duplicates (same name) dropped."""
+    modes = ([ModeSpec("ar")] if ar else []) + ([ModeSpec("sd")] if sd else [])
+    modes += [ModeSpec("judge", threshold=float(t)) for t in sorted(set(float(t) for t in thresholds))]
+    modes += [ModeSpec("topk", top_k=int(k)) for k in sorted(set(int(k) for k in top_ks))]
+    seen: set[str] = set()
+    out = []
+    for m in modes:
+        if m.name not in seen:
+            seen.add(m.name)
+            out.append(m)
+    return out
+
+
+def make_judge(mode: ModeSpec, artifact: str | Path | None = None, pair: Any | None = None, device: str = "cpu"):
+    """The :class:`~autojudge.core.judge.Judge` of ``mode`` (None for ``ar``/``sd``).
+
+    ``judge`` modes load ``artifact`` with the mode's threshold, checked against
+    ``pair``'s fingerprints when given.
+    """
+    from autojudge.judges.spec import load_judge_spec
+
+    if mode.kind in ("ar", "sd"):
+        return None
+    if mode.kind == "topk":
+        return load_judge_spec(f"topk:{mode.top_k}")
+    if artifact is None:
+        raise ValueError(f"mode {mode.name} needs a judge artifact")
+    return load_judge_spec(
+        str(artifact),
+        target=pair.target if pair is not None else None,
+        draft=pair.draft if pair is not None else None,
+        threshold=mode.threshold,
+        device=device,
+    )
+
+
+# -- hashing -----------------------------------------------------------------------------------
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 (hex, first 16 chars) of the canonical JSON of ``obj``."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+
+def sample_row(mode: ModeSpec, index: int, example: Example, result: Any, answer: Any, correct: bool) -> dict[str, Any]:
+    """One JSON row: identity, output, answer, correctness, metrics and the per-cycle lists."""
+    m = result.metrics
+    return {
+        "format": ROW_FORMAT,
+        "prompt_id": example.id,
+        "index": index,
+        "mode": mode.name,
+        "output": result.text,
+        "answer": answer,
+        "reference": example.reference,
+        "correct": bool(correct),
+        "finish_reason": result.finish_reason,
+        "metrics": m.as_dict(),
+        "cycles": {
+            "proposed": list(m.proposed_per_cycle),
+            "accepted": list(m.accepted_per_cycle),
+            "emitted": list(m.emitted_per_cycle),
+        },
+    }
+
+
+def metrics_from_row(row: Mapping[str, Any]) -> GenerationMetrics:
+    """Rebuild the :class:`GenerationMetrics` of a row (counts, times and per-cycle lists)."""
+    d = row["metrics"]
+    c = row.get("cycles") or {}
+    m = GenerationMetrics()
+    for f in (
+        "num_output_tokens", "num_prompt_tokens", "num_drafts", "num_draft_tokens", "num_accepted_tokens",
+        "num_judge_accepted", "num_judge_calls", "num_target_forwards", "num_target_tokens",
+    ):  # fmt: skip
+        setattr(m, f, int(d.get(f, 0)))
+    for f in ("prefill_time", "draft_time", "target_time", "judge_time", "wall_time"):
+        setattr(m, f, float(d.get(f, 0.0)))
+    m.proposed_per_cycle = [int(x) for x in c.get("proposed", [])]
+    m.accepted_per_cycle = [int(x) for x in c.get("accepted", [])]
+    m.emitted_per_cycle = [int(x) for x in c.get("emitted", [])]
+    return m
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a truncated or corrupt LAST line (crash mid-write) is dropped, others raise."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{path}:{i + 1}: corrupt row ({e.msg})") from e
+    return rows
+
+
+def _write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _append_row(path: Path, row: Mapping[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Decoding settings shared by every mode (they enter the cache key)."""
+
+    k: int = 5
+    max_new_tokens: int = 256
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "max_new_tokens": self.max_new_tokens}
+
+
+def mode_key(base_key: Mapping[str, Any], mode: ModeSpec, judge_sha256: str | None) -> str:
+    """Cache key of one mode's rows: the evaluation inputs plus the mode (and the judge file for ``judge``)."""
+    return stable_hash({"base": dict(base_key), "mode": mode.describe(), "judge": judge_sha256 if mode.kind == "judge" else None})
+
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+def evaluate_modes(
+    task: Task,
+    engine: Any,
+    examples: Sequence[Example],
+    modes: Sequence[ModeSpec],
+    out_dir: str | Path,
+    *,
+    settings: EvalSettings,
+    judges: Mapping[str, Any],
+    base_key: Mapping[str, Any],
+    judge_sha256: str | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Decode ``examples`` with each mode; returns rows per mode name, in ``examples`` order.
+
+    ``judges`` maps a mode name to its judge (``ar``/``sd`` need none). Files:
+    ``out_dir/<mode.file_stem>.jsonl`` (rows) and ``.key.json`` (the cache key).
+    ``progress(done, total, mode_name)`` is called after each decoded sample.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = [ex.id for ex in examples]
+    if len(set(ids)) != len(ids):
+        raise ValueError("example ids must be unique")
+    have: dict[str, dict[str, dict[str, Any]]] = {}
+    for mode in modes:
+        key = mode_key(base_key, mode, judge_sha256)
+        rows_path, key_path = out / f"{mode.file_stem}.jsonl", out / f"{mode.file_stem}.key.json"
+        old_key = json.loads(key_path.read_text())["key"] if key_path.is_file() else None
+        rows = read_rows(rows_path) if old_key == key else []
+        by_id: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            if r.get("prompt_id") in ids and r.get("mode") == mode.name:
+                by_id.setdefault(r["prompt_id"], r)
+        if len(by_id) < len(ids) and not resume:
+            by_id = {}  # an incomplete file is only continued with resume=True
+        _write_rows(rows_path, [by_id[i] for i in ids if i in by_id])
+        key_path.write_text(json.dumps({"key": key, "mode": mode.describe(), "base": dict(base_key)}, default=str) + "\n")
+        have[mode.name] = by_id
+    total = len(ids) * len(modes)
+    done = sum(len(v) for v in have.values())
+    if progress:
+        progress(done, total, "")
+    for idx, ex in enumerate(examples):
+        prompt = None
+        for mode in modes:
+            if ex.id in have[mode.name]:
+                continue
+            if prompt is None:
+                prompt = task.render_prompt(ex, engine.tokenizer)
+            res = engine.generate(
+                prompt,
+                mode=mode.engine_mode,
+                judge=judges.get(mode.name),
+                k=settings.k,
+                max_new_tokens=settings.max_new_tokens,
+                stop_sequences=task.stop_sequences,
+                reuse_cache=False,
+            )
+            answer = task.extract_answer(res.text)
+            correct = answer is not None and bool(task.is_correct(answer, ex))
+            row = sample_row(mode, idx, ex, res, answer, correct)
+            _append_row(out / f"{mode.file_stem}.jsonl", row)
+            have[mode.name][ex.id] = row
+            done += 1
+            if progress:
+                progress(done, total, mode.name)
+    return {m.name: [have[m.name][i] for i in ids] for m in modes}
+
+
+def load_mode_rows(out_dir: str | Path, mode: ModeSpec) -> list[dict[str, Any]]:
+    return read_rows(Path(out_dir) / f"{mode.file_stem}.jsonl")
+
+
+def mode_complete(out_dir: str | Path, mode: ModeSpec, ids: Sequence[str], key: str) -> bool:
+    """True when ``mode``'s file has ``key`` and one row for every id."""
+    out = Path(out_dir)
+    key_path = out / f"{mode.file_stem}.key.json"
+    if not key_path.is_file() or json.loads(key_path.read_text()).get("key") != key:
+        return False
+    got = {r.get("prompt_id") for r in read_rows(out / f"{mode.file_stem}.jsonl")}
+    return set(ids) <= got
+
+
+# -- aggregation -------------------------------------------------------------------------------
+
+
+def aggregate_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-mode figures recomputed from its rows (no reference needed)."""
+    merged = GenerationMetrics.merge(metrics_from_row(r) for r in rows)
+    n = len(rows)
+    correct = sum(bool(r["correct"]) for r in rows)
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n if n else float("nan"),
+        "answered": sum(r.get("answer") is not None for r in rows),
+        "num_output_tokens": merged.num_output_tokens,
+        "num_drafts": merged.num_drafts,
+        "num_draft_tokens": merged.num_draft_tokens,
+        "num_accepted_tokens": merged.num_accepted_tokens,
+        "num_judge_accepted": merged.num_judge_accepted,
+        "num_judge_calls": merged.num_judge_calls,
+        "num_target_forwards": merged.num_target_forwards,
+        "mean_acceptance_length": merged.mean_acceptance_length,
+        "draft_acceptance_rate": merged.draft_acceptance_rate,
+        "acceptance_per_position": merged.acceptance_per_position(),
+        "acceptance_histogram": merged.acceptance_histogram(),
+        "wall_time": merged.wall_time,
+        "tokens_per_s": merged.tokens_per_s,
+        "finish_reasons": {k: sum(r.get("finish_reason") == k for r in rows) for k in ("eos", "stop", "length")},
+    }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b and not math.isnan(b) and b > 0 else None
+
+
+def aggregate_modes(
+    rows_by_mode: Mapping[str, Sequence[Mapping[str, Any]]],
+    modes: Sequence[ModeSpec],
+    *,
+    reference: str = "ar",
+    lossless: str = "sd",
+) -> dict[str, dict[str, Any]]:
+    """Aggregates per mode plus deltas vs ``reference`` (points) and speed-ups vs ``reference``/``lossless``.
+
+    ``answer_agreement_vs_ar``: fraction of examples whose extracted answer equals
+    the reference mode's (same prompt id), a lower-noise view of the accuracy cost.
+    """
+    aggs = {m.name: {**m.describe(), **aggregate_rows(rows_by_mode[m.name])} for m in modes}
+    ref, ll = aggs.get(reference), aggs.get(lossless)
+    ref_answers = {r["prompt_id"]: r.get("answer") for r in rows_by_mode.get(reference, [])}
+    for m in modes:
+        a = aggs[m.name]
+        a["accuracy_delta_points"] = 100.0 * (a["accuracy"] - ref["accuracy"]) if ref else None
+        a["speedup_vs_ar"] = _ratio(a["tokens_per_s"], ref["tokens_per_s"]) if ref else None
+        a["speedup_vs_sd"] = _ratio(a["tokens_per_s"], ll["tokens_per_s"]) if ll else None
+        rows = rows_by_mode[m.name]
+        same = [r for r in rows if r["prompt_id"] in ref_answers]
+        a["answer_agreement_vs_ar"] = (
+            sum(r.get("answer") == ref_answers[r["prompt_id"]] for r in same) / len(same) if same and ref else None
+        )
+    return aggs

@@ -1,0 +1,533 @@
+"""``aj run``: mine -> train -> select the threshold on validation -> evaluate -> report, cached per stage.
+
+Stages and their outputs in the run directory ``OUT``:
+
+1. ``mine``: :func:`autojudge.core.mining_run.mine_task` on the first ``mine_limit``
+   prompts of the task's mining split -> ``OUT/mined``.
+2. ``train``: :func:`autojudge.judges.train.train_judges` -> ``OUT/judge.safetensors``
+   (+ ``judge.report.json``); its recall-calibrated threshold is a candidate below.
+3. ``select``: on VALIDATION prompts (the ``val_limit`` prompts of the mining split
+   right after the mined ones, never mined, never the eval split) decode
+   target-only and the judge at each candidate threshold (``val_thresholds`` plus
+   the calibrated one), then :func:`~autojudge.judges.calibrate.pick_threshold_within_budget`
+   picks the most aggressive threshold within ``max_accuracy_drop`` points of
+   target-only -> ``OUT/validation/`` (rows, ``selection.json``). When none is within
+   budget the recommendation is 0 (lossless).
+4. ``evaluate``: the first ``eval_limit`` prompts of the eval split, modes ``ar``, ``sd``,
+   the judge at ``thresholds`` + calibrated + recommended, and ``topk:K`` for each
+   ``top_k`` -> ``OUT/eval/<mode>.jsonl``.
+5. ``report``: :func:`autojudge.core.report.write_report` -> ``summary.json``,
+   ``report.md``, ``plots/*.png``.
+
+Caching: ``OUT/state.json`` records per stage an inputs hash (task, model
+fingerprints, dtype, limits, settings, upstream stage hashes), a status
+(``running``/``done``) and the seconds it took. A stage whose hash is unchanged,
+that finished, whose outputs check out and none of whose upstream stages ran in
+this invocation is skipped. A stage left ``running``
+(interrupted) needs ``resume=True`` (``--resume``): mining continues through
+``mine_task(resume=True)``, evaluation per sample from the JSONL rows. Decoded
+rows are cached per mode, so adding a threshold decodes only the new mode.
+
+Limits: one process, batch size 1; mined data is never deleted by the pipeline
+(changing mining settings needs a new ``OUT``); the validation and eval sets are
+tiny by default (CPU budget), so accuracies carry large error bars.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autojudge.core.evaluate import (
+    EvalSettings,
+    ModeSpec,
+    aggregate_modes,
+    build_modes,
+    evaluate_modes,
+    file_sha256,
+    make_judge,
+    mode_complete,
+    mode_key,
+    stable_hash,
+)
+from autojudge.core.mined_store import MinedStore, MinedStoreError, atomic_write_json
+
+STATE_FORMAT = "autojudge-run-state/1"
+STAGES: tuple[str, ...] = ("mine", "train", "select", "evaluate", "report")
+
+
+class PipelineError(RuntimeError):
+    """The run cannot go on; the message says what to change."""
+
+
+@dataclass
+class RunConfig:
+    """Everything ``aj run`` takes. Accuracy budgets are in points (1.0 = one percentage point)."""
+
+    task: str
+    out: Path
+    draft: str | None = None
+    target: str | None = None
+    mine_limit: int = 3
+    val_limit: int = 2
+    eval_limit: int = 2
+    thresholds: tuple[float, ...] = (0.1, 0.3)
+    val_thresholds: tuple[float, ...] = (0.3,)
+    top_k: tuple[int, ...] = (2, 8)
+    max_accuracy_drop: float = 1.0
+    max_new_tokens: int = 384
+    k: int = 5
+    dtype: str | None = None
+    device: str = "cpu"
+    features: str = "dd+dt"
+    target_recall: float = 0.9
+    max_mismatches: int | None = None
+    data_dir: Path | None = None
+    resume: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        for name in ("mine_limit", "val_limit", "eval_limit", "max_new_tokens", "k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.mine_limit < 2:
+            raise ValueError("mine_limit must be >= 2: the judge's validation split is by prompt")
+        if any(not 0.0 <= t <= 1.0 for t in (*self.thresholds, *self.val_thresholds)):
+            raise ValueError("thresholds must be in [0, 1]")
+        if any(k < 1 for k in self.top_k):
+            raise ValueError("top-K values must be >= 1")
+        if self.max_accuracy_drop < 0:
+            raise ValueError("max_accuracy_drop must be >= 0 (points)")
+
+    def settings(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["data_dir"] = str(self.data_dir) if self.data_dir else None
+        for k in ("resume", "progress", "extra"):
+            d.pop(k)
+        return d
+
+
+# -- state ---------------------------------------------------------------------------------------
+
+
+class RunState:
+    """``OUT/state.json``: per stage ``{hash, status, seconds, finished}``; written atomically."""
+
+    def __init__(self, root: Path):
+        self.path = root / "state.json"
+        self.data: dict[str, Any] = {"format": STATE_FORMAT, "stages": {}}
+        if self.path.is_file():
+            data = json.loads(self.path.read_text())
+            if data.get("format") == STATE_FORMAT:
+                self.data = data
+
+    def get(self, stage: str) -> dict[str, Any] | None:
+        return self.data["stages"].get(stage)
+
+    def set(self, stage: str, **rec: Any) -> None:
+        self.data["stages"][stage] = rec
+        atomic_write_json(self.path, self.data)
+
+
+# -- the pipeline --------------------------------------------------------------------------------
+
+
+class Pipeline:
+    """Runs the stages of one run directory; see the module docstring.
+
+    ``pair`` (a ``ModelPair``) and ``task`` may be given (tests, notebooks);
+    otherwise they are loaded from the config (default pair when none is named).
+    ``on_event(kind, stage, info)`` receives ``start``/``skip``/``done`` events.
+    """
+
+    def __init__(self, config: RunConfig, *, pair: Any | None = None, task: Any | None = None, console: Any | None = None,
+                 on_event: Callable[[str, str, dict[str, Any]], None] | None = None):  # fmt: skip
+        self.cfg = config
+        self.root = config.out
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.console = console
+        self.on_event = on_event
+        if task is None:
+            from autojudge.plugins.manager import get_task
+
+            task = get_task(config.task)
+        self.task = task
+        if pair is None:
+            from autojudge.core import presets
+            from autojudge.core.models import load_pair
+
+            self._log(f"loading models {config.draft or presets.DEFAULT_DRAFT} -> {config.target or presets.DEFAULT_TARGET}")
+            pair = load_pair(
+                config.draft or presets.DEFAULT_DRAFT, config.target or presets.DEFAULT_TARGET,
+                dtype=config.dtype, device=config.device,
+            )  # fmt: skip
+        self.pair = pair
+        self.state = RunState(self.root)
+        self.hashes: dict[str, str] = {}
+        self.ran: dict[str, bool] = {}
+        self._engine = None
+
+    # -- small helpers ----------------------------------------------------------------------------
+    @property
+    def mined_dir(self) -> Path:
+        return self.root / "mined"
+
+    @property
+    def judge_path(self) -> Path:
+        return self.root / "judge.safetensors"
+
+    @property
+    def val_dir(self) -> Path:
+        return self.root / "validation"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    def _log(self, msg: str) -> None:
+        if self.console is not None:
+            self.console.print(msg)
+
+    def _models(self) -> dict[str, Any]:
+        return {
+            "draft": self.pair.draft.fingerprint(),
+            "target": self.pair.target.fingerprint(),
+            "dtype": str(self.pair.target.dtype).replace("torch.", ""),
+        }
+
+    def engine(self):
+        if self._engine is None:
+            from autojudge.core.engine import SpeculativeEngine
+
+            self._engine = SpeculativeEngine(self.pair.target.model, self.pair.draft.model, self.pair.tokenizer)
+        return self._engine
+
+    def _task_info(self) -> dict[str, Any]:
+        return {k: v for k, v in self.task.info().items() if k != "description"}
+
+    def _eval_settings(self) -> EvalSettings:
+        return EvalSettings(k=self.cfg.k, max_new_tokens=self.cfg.max_new_tokens)
+
+    # -- examples ----------------------------------------------------------------------------------
+    def mining_examples(self) -> list[Any]:
+        return self.task.load(self.task.mining_split, data_dir=self.cfg.data_dir, limit=self.cfg.mine_limit)
+
+    def validation_examples(self) -> list[Any]:
+        c = self.cfg
+        rows = self.task.load(self.task.mining_split, data_dir=c.data_dir, limit=c.mine_limit + c.val_limit)
+        val = rows[c.mine_limit :]
+        if not val:
+            raise PipelineError(
+                f"the {self.task.mining_split!r} split has {len(rows)} prompts: none left for validation "
+                f"after --mine-limit {c.mine_limit}"
+            )
+        return val
+
+    def eval_examples(self) -> list[Any]:
+        return self.task.load(self.task.eval_split, data_dir=self.cfg.data_dir, limit=self.cfg.eval_limit)
+
+    # -- stage inputs ------------------------------------------------------------------------------
+    def stage_inputs(self, stage: str) -> dict[str, Any]:
+        c = self.cfg
+        common = {"task": self._task_info(), "models": self._models()}
+        if stage == "mine":
+            return {**common, "split": self.task.mining_split, "limit": c.mine_limit,
+                    "max_new_tokens": c.max_new_tokens, "max_mismatches": c.max_mismatches}  # fmt: skip
+        if stage == "train":
+            return {"mine": self.hashes["mine"], "features": c.features, "target_recall": c.target_recall}
+        if stage == "select":
+            return {**common, "train": self.hashes["train"], "val_offset": c.mine_limit, "val_limit": c.val_limit,
+                    "val_thresholds": sorted(c.val_thresholds), "max_accuracy_drop": c.max_accuracy_drop,
+                    **self._eval_settings().as_dict()}  # fmt: skip
+        if stage == "evaluate":
+            return {**common, "train": self.hashes["train"], "select": self.hashes["select"],
+                    "eval_limit": c.eval_limit, "thresholds": sorted(c.thresholds), "top_k": sorted(c.top_k),
+                    **self._eval_settings().as_dict()}  # fmt: skip
+        if stage == "report":
+            return {s: self.hashes[s] for s in STAGES[:-1]}
+        raise ValueError(stage)
+
+    # -- driver ------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run (or skip) every stage in order; returns the summary written by the report stage."""
+        for stage in STAGES:
+            h = stable_hash(self.stage_inputs(stage))
+            self.hashes[stage] = h
+            rec = self.state.get(stage)
+            upstream_ran = any(self.ran.values())  # e.g. rows recomputed on --resume: same hash, new outputs
+            if (not upstream_ran and rec and rec.get("status") == "done" and rec.get("hash") == h
+                    and self.outputs_ok(stage)):  # fmt: skip
+                self.ran[stage] = False
+                self._event("skip", stage, {"hash": h})
+                continue
+            interrupted = bool(rec) and rec.get("status") == "running" and rec.get("hash") == h
+            if interrupted and not self.cfg.resume:
+                raise PipelineError(
+                    f"stage {stage!r} of the run in {self.root} was interrupted; pass --resume to continue it, "
+                    "or choose another --out"
+                )
+            self.state.set(stage, hash=h, status="running", started=_now())
+            self._event("start", stage, {"hash": h})
+            t0 = time.perf_counter()
+            info = getattr(self, f"_run_{stage}")(resume=self.cfg.resume or interrupted)
+            secs = time.perf_counter() - t0
+            self.state.set(stage, hash=h, status="done", seconds=round(secs, 3), finished=_now(), info=info or {})
+            self.ran[stage] = True
+            self._event("done", stage, {"hash": h, "seconds": secs})
+        return json.loads((self.root / "summary.json").read_text())
+
+    def _event(self, kind: str, stage: str, info: dict[str, Any]) -> None:
+        if self.on_event:
+            self.on_event(kind, stage, info)
+        n = STAGES.index(stage) + 1
+        if kind == "skip":
+            self._log(f"[dim]stage {n}/{len(STAGES)} {stage}: cached (inputs unchanged), skipped[/]")
+        elif kind == "start":
+            self._log(f"[bold]stage {n}/{len(STAGES)} {stage}[/]")
+        elif kind == "done":
+            self._log(f"stage {n}/{len(STAGES)} {stage}: done in {info['seconds']:.1f}s")
+
+    def outputs_ok(self, stage: str) -> bool:
+        """Whether a finished stage's outputs are still all there."""
+        if stage == "mine":
+            n = len(self.mining_examples())
+            return (self.mined_dir / "summary.json").is_file() and MinedStore(self.mined_dir).done_indices() == set(range(n))
+        if stage == "train":
+            return self.judge_path.is_file()
+        if stage == "select":
+            sel = self.val_dir / "selection.json"
+            if not sel.is_file():
+                return False
+            modes = self._val_modes(json.loads(sel.read_text())["calibrated_threshold"])
+            return self._rows_complete(self.val_dir, modes, self.validation_examples(), "validation")
+        if stage == "evaluate":
+            return self._rows_complete(self.eval_dir, self.eval_modes(), self.eval_examples(), "eval")
+        if stage == "report":
+            return all((self.root / f).is_file() for f in ("summary.json", "report.md"))
+        return False
+
+    def _rows_complete(self, d: Path, modes: list[ModeSpec], examples: list[Any], which: str) -> bool:
+        base = self._base_key(examples, which)
+        sha = file_sha256(self.judge_path) if self.judge_path.is_file() else None
+        ids = [e.id for e in examples]
+        return all(mode_complete(d, m, ids, mode_key(base, m, sha)) for m in modes)
+
+    # -- stages ------------------------------------------------------------------------------------
+    def _run_mine(self, resume: bool) -> dict[str, Any]:
+        from autojudge.core.mining import MiningConfig
+        from autojudge.core.mining_run import mine_task
+
+        c = self.cfg
+        store = MinedStore(self.mined_dir)
+        exists = store.meta_path.is_file()
+        if exists and not store.done_indices() <= set(range(c.mine_limit)):
+            raise PipelineError(
+                f"{self.mined_dir} holds prompts beyond --mine-limit {c.mine_limit}; they would overlap the "
+                "validation prompts. Use the original --mine-limit or another --out."
+            )
+        config = MiningConfig(max_new_tokens=c.max_new_tokens, draft_k=c.k, max_mismatches=c.max_mismatches)
+        try:
+            # a finished mining of the same settings is extended (e.g. a larger --mine-limit), never redone
+            summary = mine_task(
+                self.task, self.pair, self.mined_dir, limit=c.mine_limit, data_dir=c.data_dir, config=config,
+                resume=exists, progress=c.progress,
+            )  # fmt: skip
+        except MinedStoreError as e:
+            raise PipelineError(f"{e} (the pipeline never deletes mined data: remove {self.mined_dir} yourself)") from e
+        return {"summary": summary}
+
+    def _run_train(self, resume: bool) -> dict[str, Any]:
+        from autojudge.judges.dataset import (
+            MinedDataError,
+            expand_feature_sets,
+            load_mined,
+            parse_feature_set,
+        )
+        from autojudge.judges.train import TrainConfig, train_judges
+
+        sets = expand_feature_sets(self.cfg.features)
+        blocks = sorted({b for s in sets for b in parse_feature_set(s)} | {"x"})
+        try:
+            data = load_mined(self.mined_dir, blocks)
+            result = train_judges(data, sets, TrainConfig(target_recall=self.cfg.target_recall))
+        except (MinedDataError, ValueError) as e:
+            raise PipelineError(
+                f"training the judge failed: {e}. Mine more prompts (--mine-limit) so that both important "
+                "and unimportant mismatches appear in the judge's training and validation prompts."
+            ) from e
+        result.save(self.judge_path)
+        b = result.best
+        return {"chosen": result.chosen, "threshold": result.threshold, "val_auc": b.val_auc, "train_auc": b.train_auc,
+                "n_labels": data.n, "split": result.split, "at_threshold": result.at_threshold}  # fmt: skip
+
+    def calibrated_threshold(self) -> float:
+        from autojudge.judges.artifact import read_judge_metadata
+
+        return float(read_judge_metadata(self.judge_path)["threshold"])
+
+    def _val_modes(self, calibrated: float) -> list[ModeSpec]:
+        return build_modes([*self.cfg.val_thresholds, calibrated], sd=False)
+
+    def _base_key(self, examples: list[Any], which: str) -> dict[str, Any]:
+        return {"which": which, "task": self._task_info(), "ids": [e.id for e in examples],
+                "models": self._models(), **self._eval_settings().as_dict()}  # fmt: skip
+
+    def _decode(self, which: str, d: Path, modes: list[ModeSpec], examples: list[Any], resume: bool):
+        judges = {m.name: make_judge(m, self.judge_path, self.pair, self.cfg.device) for m in modes}
+        sha = file_sha256(self.judge_path)
+        with _progress(self.cfg.progress, which, len(examples) * len(modes)) as update:
+            return evaluate_modes(
+                self.task, self.engine(), examples, modes, d, settings=self._eval_settings(), judges=judges,
+                base_key=self._base_key(examples, which), judge_sha256=sha, resume=resume, progress=update,
+            )  # fmt: skip
+
+    def _run_select(self, resume: bool) -> dict[str, Any]:
+        calibrated = self.calibrated_threshold()
+        modes = self._val_modes(calibrated)
+        examples = self.validation_examples()
+        rows = self._decode("validation", self.val_dir, modes, examples, resume)
+        aggs = aggregate_modes(rows, modes)
+        sel = select_threshold(aggs, self.cfg.max_accuracy_drop)
+        sel.update({
+            "calibrated_threshold": calibrated,
+            "prompt_ids": [e.id for e in examples],
+            "split": self.task.mining_split,
+            "modes": aggs,
+        })  # fmt: skip
+        atomic_write_json(self.val_dir / "selection.json", sel)
+        return {"recommended_threshold": sel["recommended_threshold"], "reference_accuracy": sel["reference_accuracy"]}
+
+    def selection(self) -> dict[str, Any]:
+        return json.loads((self.val_dir / "selection.json").read_text())
+
+    def eval_modes(self) -> list[ModeSpec]:
+        sel = self.selection()
+        ts = [*self.cfg.thresholds, sel["calibrated_threshold"]]
+        if sel["recommended_threshold"] > 0:  # 0 is lossless: the `sd` mode already measures it
+            ts.append(sel["recommended_threshold"])
+        return build_modes(ts, self.cfg.top_k)
+
+    def _run_evaluate(self, resume: bool) -> dict[str, Any]:
+        modes = self.eval_modes()
+        examples = self.eval_examples()
+        rows = self._decode("eval", self.eval_dir, modes, examples, resume)
+        return {"modes": [m.name for m in modes], "n": len(examples), "rows": sum(len(r) for r in rows.values())}
+
+    def _run_report(self, resume: bool) -> dict[str, Any]:
+        from autojudge.core.evaluate import load_mode_rows
+        from autojudge.core.report import write_report
+
+        modes = self.eval_modes()
+        rows = {m.name: load_mode_rows(self.eval_dir, m) for m in modes}
+        aggs = aggregate_modes(rows, modes)
+        sel = self.selection()
+        train_info = (self.state.get("train") or {}).get("info", {})
+        mined = json.loads((self.mined_dir / "summary.json").read_text())
+        stages = {s: {k: v for k, v in (self.state.get(s) or {}).items() if k in ("seconds", "finished", "hash")}
+                  for s in STAGES[:-1]}  # fmt: skip
+        summary = {
+            "format": "autojudge-run/1",
+            "task": self.task.name,
+            "draft": self.pair.draft.fingerprint(),
+            "target": self.pair.target.fingerprint(),
+            "dtype": str(self.pair.target.dtype).replace("torch.", ""),
+            "settings": self.cfg.settings(),
+            "eval_split": self.task.eval_split,
+            "eval_prompt_ids": [r["prompt_id"] for r in rows[modes[0].name]],
+            "recommended_threshold": sel["recommended_threshold"],
+            "recommended_mode": sel["recommended_mode"],
+            "calibrated_threshold": sel["calibrated_threshold"],
+            "validation": {k: v for k, v in sel.items() if k != "modes"},
+            "mining": mined,
+            "training": train_info,
+            "modes": aggs,
+            "mode_order": [m.name for m in modes],
+            "samples": {m.name: str(Path("eval") / f"{m.file_stem}.jsonl") for m in modes},
+            "stages": stages,
+        }
+        write_report(self.root, summary)
+        return {"modes": len(modes)}
+
+
+def select_threshold(val_aggs: dict[str, dict[str, Any]], max_drop_points: float) -> dict[str, Any]:
+    """Pick the recommended threshold from VALIDATION aggregates (``ar`` + ``judge@T`` modes).
+
+    The most aggressive threshold whose accuracy is within ``max_drop_points`` of
+    target-only; 0.0 (lossless) when none is.
+    """
+    from autojudge.judges.calibrate import pick_threshold_within_budget
+
+    if "ar" not in val_aggs:
+        raise ValueError("validation needs the target-only ('ar') mode as the reference")
+    ref = val_aggs["ar"]["accuracy"]
+    cands = {a["threshold"]: a["accuracy"] for a in val_aggs.values() if a["kind"] == "judge"}
+    pick = pick_threshold_within_budget(cands, ref, max_drop_points / 100.0)
+    return {
+        "reference_accuracy": ref,
+        "max_accuracy_drop_points": max_drop_points,
+        "candidates": [
+            {"threshold": t, "accuracy": acc, "delta_points": 100.0 * (acc - ref),
+             "within_budget": acc >= ref - max_drop_points / 100.0 - 1e-12}
+            for t, acc in sorted(cands.items())
+        ],  # fmt: skip
+        "recommended_threshold": 0.0 if pick is None else pick,
+        "recommended_mode": "sd" if not pick else ModeSpec("judge", threshold=pick).name,
+        "within_budget": pick is not None,
+    }
+
+
+def run_pipeline(config: RunConfig, **kwargs: Any) -> dict[str, Any]:
+    """Build a :class:`Pipeline` and run it; returns ``summary.json``'s content."""
+    return Pipeline(config, **kwargs).run()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class _progress:
+    """A rich progress bar (items, elapsed, ETA) for one decoding stage; a no-op when disabled."""
+
+    def __init__(self, enabled: bool, name: str, total: int):
+        self.enabled, self.name, self.total = enabled, name, total
+        self.bar = None
+
+    def __enter__(self) -> Callable[[int, int, str], None]:
+        if not self.enabled:
+            return lambda done, total, mode: None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )  # fmt: skip
+
+        self.bar = Progress(
+            TextColumn(f"[bold]{self.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples | {task.fields[mode]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
+        )  # fmt: skip
+        self.bar.__enter__()
+        job = self.bar.add_task(self.name, total=self.total, mode="")
+
+        def update(done: int, total: int, mode: str) -> None:
+            if not mode:  # rows found on disk: not progress made now, keep them out of the ETA
+                self.bar.reset(job, completed=done, total=total, mode="")
+            else:
+                self.bar.update(job, completed=done, total=total, mode=mode)
+
+        return update
+
+    def __exit__(self, *exc: Any) -> bool:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False

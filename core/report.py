@@ -1,0 +1,234 @@
+"""Writing a run's report: ``summary.json``, ``report.md`` and PNG plots (matplotlib, Agg backend).
+
+Input: the summary dict built by :mod:`autojudge.core.pipeline` (per-mode
+aggregates from :func:`autojudge.core.evaluate.aggregate_modes`, settings,
+validation choice, stage timings). Outputs in the run directory:
+
+* ``summary.json``: the summary as strict JSON (non-finite numbers -> ``null``);
+* ``report.md``: settings, the trade-off table, the validation choice, stage timings;
+* ``plots/accuracy_vs_acceptance.png``: accuracy vs tokens per cycle
+  (``mean_acceptance_length``), the paper's Figure-3 style: the judge's thresholds
+  as one curve and Top-K as another, both starting at lossless SD (threshold 0
+  and K = 1 accept nothing), target-only and lossless SD as points;
+* ``plots/tokens_per_s.png``: tokens/s per mode (bars, speed-up vs target-only).
+
+Limits: plots show point estimates only (no error bars); with a handful of
+prompts the accuracy axis is coarse.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from autojudge.core.mined_store import atomic_write_json
+
+PLOTS = ("accuracy_vs_acceptance.png", "tokens_per_s.png")
+
+
+def _fmt(x: Any, spec: str = ".2f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return format(x, spec)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def setting_of(agg: Mapping[str, Any]) -> str:
+    if agg.get("kind") == "judge":
+        return f"T = {agg['threshold']:.4g}"
+    if agg.get("kind") == "topk":
+        return f"K = {agg['top_k']}"
+    return ""
+
+
+def markdown_table(summary: Mapping[str, Any]) -> str:
+    """The trade-off table: one row per mode in ``mode_order``."""
+    head = (
+        "| mode | setting | accuracy % | Δ vs target-only (pts) | tokens/cycle | draft acc. rate | tokens/s "
+        "| speed-up vs AR | vs SD | judge-accepted |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rec = summary.get("recommended_mode")
+    rows = []
+    for name in summary["mode_order"]:
+        a = summary["modes"][name]
+        label = f"**{name}** (recommended)" if name == rec else name
+        rows.append(
+            f"| {label} | {setting_of(a)} | {_fmt(100 * a['accuracy'], '.1f')} ({a['correct']}/{a['n']}) "
+            f"| {_fmt(a.get('accuracy_delta_points'), '+.1f')} | {_fmt(a['mean_acceptance_length'])} "
+            f"| {_fmt(a['draft_acceptance_rate'])} | {_fmt(a['tokens_per_s'])} | {_fmt(a.get('speedup_vs_ar'))} "
+            f"| {_fmt(a.get('speedup_vs_sd'))} | {a['num_judge_accepted']} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def markdown_report(summary: Mapping[str, Any]) -> str:
+    s = summary["settings"]
+    v = summary["validation"]
+    lines = [
+        f"# autojudge run: {summary['task']}",
+        "",
+        f"- draft `{summary['draft']['id']}`, target `{summary['target']['id']}`, dtype {summary['dtype']}",
+        f"- mined {s['mine_limit']} prompts of the mining split; validation: {len(v['prompt_ids'])} held-out prompts "
+        f"of the mining split; evaluation: {len(summary['eval_prompt_ids'])} prompts of `{summary['eval_split']}`",
+        f"- k = {s['k']} draft tokens per cycle, max {s['max_new_tokens']} new tokens, greedy",
+        f"- judge: {summary['training'].get('chosen', '?')}, validation ROC-AUC "
+        f"{_fmt(summary['training'].get('val_auc'), '.3f')}, calibrated threshold "
+        f"{summary['calibrated_threshold']:.4g} (recall {s['target_recall']:g} of important mismatches)",
+        f"- **recommended threshold {summary['recommended_threshold']:.4g}** ({summary['recommended_mode']}): "
+        f"the most aggressive candidate within {v['max_accuracy_drop_points']:g} accuracy point(s) of target-only "
+        "on validation"
+        + ("" if v["within_budget"] else " — none was within budget, so lossless SD is recommended"),
+        "",
+        "## Accuracy / speed trade-off (evaluation split)",
+        "",
+        "tokens/cycle = `mean_acceptance_length` (accepted draft tokens + the target's token per verification "
+        "cycle; 1.0 for target-only). Speed-ups are wall-clock tokens/s ratios on this machine.",
+        "",
+        markdown_table(summary),
+        "![accuracy vs tokens per cycle](plots/accuracy_vs_acceptance.png)",
+        "",
+        "![tokens per second](plots/tokens_per_s.png)",
+        "",
+        "## Threshold choice (validation prompts only)",
+        "",
+        f"target-only accuracy {_fmt(100 * v['reference_accuracy'], '.1f')}%",
+        "",
+        "| threshold | accuracy % | Δ (pts) | within budget |\n|---:|---:|---:|---|",
+    ]
+    for c in v["candidates"]:
+        lines.append(
+            f"| {c['threshold']:.4g} | {_fmt(100 * c['accuracy'], '.1f')} | {_fmt(c['delta_points'], '+.1f')} "
+            f"| {'yes' if c['within_budget'] else 'no'} |"
+        )
+    lines += ["", "## Stages", "", "| stage | seconds | finished |", "|---|---:|---|"]
+    for name, st in summary["stages"].items():
+        lines.append(f"| {name} | {_fmt(st.get('seconds'), '.1f')} | {st.get('finished', '-')} |")
+    lines += ["", "Per-sample rows: " + ", ".join(f"`{p}`" for p in summary["samples"].values()), ""]
+    return "\n".join(lines)
+
+
+def _curve(summary: Mapping[str, Any], kind: str) -> list[tuple[float, float, str]]:
+    """Points (tokens/cycle, accuracy %, label) of one family, starting at lossless SD."""
+    modes = summary["modes"]
+    pts = []
+    if "sd" in modes:
+        pts.append((modes["sd"]["mean_acceptance_length"], 100 * modes["sd"]["accuracy"], "0" if kind == "judge" else "1"))
+    fam = [a for a in modes.values() if a.get("kind") == kind]
+    fam.sort(key=lambda a: a["threshold"] if kind == "judge" else a["top_k"])
+    for a in fam:
+        label = f"{a['threshold']:.3g}" if kind == "judge" else str(a["top_k"])
+        pts.append((a["mean_acceptance_length"], 100 * a["accuracy"], label))
+    return pts
+
+
+def plot_tradeoff(summary: Mapping[str, Any], path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = summary["modes"]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for kind, style, name in (("judge", "o-", "AutoJudge (threshold T)"), ("topk", "s--", "Top-K baseline (K)")):
+        pts = _curve(summary, kind)
+        if len(pts) > (1 if "sd" in modes else 0):
+            xs, ys, labels = zip(*pts, strict=True)
+            line = ax.plot(xs, ys, style, label=name, alpha=0.85)[0]
+            merged: dict[tuple[float, float], list[str]] = {}  # coinciding points share one label
+            for x, y, lab in pts[1:] if "sd" in modes else pts:
+                merged.setdefault((round(x, 6), round(y, 6)), []).append(lab)
+            prefix = "T=" if kind == "judge" else "K="
+            for (x, y), labs in merged.items():
+                offset = (4, 5) if kind == "judge" else (4, -11)  # judge labels above, Top-K below
+                ax.annotate(prefix + ", ".join(labs), (x, y), textcoords="offset points", xytext=offset,
+                            fontsize=7, color=line.get_color())  # fmt: skip
+    for name, marker, color, label in (("ar", "D", "black", "target only"), ("sd", "*", "tab:green", "lossless SD")):
+        if name in modes:
+            a = modes[name]
+            ax.plot([a["mean_acceptance_length"]], [100 * a["accuracy"]], marker, color=color, ms=11, label=label, zorder=5)
+    rec = summary.get("recommended_mode")
+    if rec in modes and rec not in ("ar", "sd"):
+        a = modes[rec]
+        ax.plot([a["mean_acceptance_length"]], [100 * a["accuracy"]], "o", ms=16, mfc="none", mec="red", mew=2,
+                label=f"recommended ({rec})", zorder=6)  # fmt: skip
+    n = next(iter(modes.values()))["n"] if modes else 0
+    ax.set_xlabel("accepted tokens per cycle (mean_acceptance_length)")
+    ax.set_ylabel(f"accuracy % (n = {n})")
+    ax.set_title(f"{summary['task']}: accuracy vs accepted tokens per cycle")
+    ax.grid(alpha=0.3)
+    ys = [100 * a["accuracy"] for a in modes.values()]
+    if ys:
+        lo, hi = min(ys), max(ys)
+        pad = max(5.0, 0.1 * (hi - lo))
+        bottom, top = max(-1.5, lo - pad), min(101.5, hi + pad)
+        ax.set_ylim(bottom, top)
+        ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= 100])  # no impossible accuracies on the axis
+        ax.set_ylim(bottom, top)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_speed(summary: Mapping[str, Any], path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = summary["mode_order"]
+    modes = summary["modes"]
+    colors = {"ar": "black", "sd": "tab:green", "judge": "tab:blue", "topk": "tab:orange"}
+    vals = [modes[m]["tokens_per_s"] for m in order]
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(order) + 2), 4), dpi=120)
+    bars = ax.bar(range(len(order)), vals, color=[colors.get(modes[m]["kind"], "gray") for m in order])
+    for i, (b, m) in enumerate(zip(bars, order, strict=True)):
+        sp = modes[m].get("speedup_vs_ar")
+        txt = f"{vals[i]:.2f}" + (f"\n{sp:.2f}x" if sp else "")
+        ax.annotate(txt, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7,
+                    xytext=(0, 2), textcoords="offset points")  # fmt: skip
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels(order, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("output tokens / s (wall clock)")
+    ax.set_title(f"{summary['task']}: decoding speed per mode (label: tok/s, speed-up vs target only)")
+    ax.title.set_fontsize(9)
+    ax.set_ylim(0, max(vals, default=1) * 1.25 or 1)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(root: str | Path, summary: Mapping[str, Any]) -> dict[str, Path]:
+    """Write ``summary.json``, ``report.md`` and the plots under ``root``; returns their paths."""
+    root = Path(root)
+    summary = _jsonable(dict(summary))
+    summary["plots"] = {p.split(".")[0]: f"plots/{p}" for p in PLOTS}
+    out = {
+        "tradeoff": plot_tradeoff(summary, root / "plots" / PLOTS[0]),
+        "speed": plot_speed(summary, root / "plots" / PLOTS[1]),
+    }
+    md = root / "report.md"
+    tmp = md.with_name(".report.md.tmp")
+    tmp.write_text(markdown_report(summary), encoding="utf-8")
+    tmp.replace(md)
+    atomic_write_json(root / "summary.json", summary)
+    out["markdown"], out["summary"] = md, root / "summary.json"
+    return out

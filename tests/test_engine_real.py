@@ -1,0 +1,94 @@
+"""Engine invariants on real weights (marked ``integration``; CI runs them).
+
+SmolLM2-135M-Instruct with a layer-dropped copy of itself as draft, and the
+Qwen2.5-Coder 0.5B -> 1.5B pair, in float32: lossless speculative decoding and a
+judge that never accepts reproduce target-only greedy output token for token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from autojudge.core.engine import SpeculativeEngine
+from autojudge.core.judge import NeverAccept
+from autojudge.core.models import layer_dropped_copy, load_model, load_pair
+from autojudge.judges.baselines import ProbThresholdJudge
+
+pytestmark = pytest.mark.integration
+
+QUESTIONS = [
+    "What is the capital of France? Answer in one sentence.",
+    "Tom has 3 apples and buys 5 more. How many apples does he have? Think step by step.",
+    "Write a Python function that reverses a string.",
+]
+
+
+def chat(tok, text: str) -> str:
+    return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+
+
+@pytest.fixture(scope="module")
+def smol():
+    target = load_model("smollm2-135m-instruct", dtype="float32")
+    # the first 24 of 30 layers: ~1.9 tokens per cycle at k=4 (every other layer never agrees)
+    draft = layer_dropped_copy(target.model, list(range(24)))
+    return target, draft
+
+
+def test_smollm2_lossless_equals_target_greedy_for_every_k(smol):
+    target, draft = smol
+    eng = SpeculativeEngine(target.model, draft, target.tokenizer)
+    accepted = 0
+    for q in QUESTIONS[1:]:
+        prompt = chat(target.tokenizer, q)
+        ref = eng.generate(prompt, mode="ar", max_new_tokens=32)
+        assert ref.tokens
+        for k in (1, 4, 7):
+            sd = eng.generate(prompt, mode="sd", k=k, max_new_tokens=32)
+            assert sd.tokens == ref.tokens, f"k={k}: {sd.text!r} != {ref.text!r}"
+            accepted += sd.metrics.num_accepted_tokens
+        nv = eng.generate(prompt, mode="judge", judge=NeverAccept(), k=4, max_new_tokens=32)
+        assert nv.tokens == ref.tokens
+    assert accepted > 0
+
+
+def test_smollm2_judged_mode_accepts_mismatches_and_stays_coherent(smol):
+    target, draft = smol
+    eng = SpeculativeEngine(target.model, draft, target.tokenizer)
+    prompt = chat(target.tokenizer, QUESTIONS[0])
+    sd = eng.generate(prompt, mode="sd", k=5, max_new_tokens=40)
+    lossy = eng.generate(prompt, mode="judge", judge=ProbThresholdJudge(0.05), k=5, max_new_tokens=40)
+    assert lossy.metrics.num_judge_accepted > 0
+    assert lossy.metrics.mean_acceptance_length > sd.metrics.mean_acceptance_length
+    assert "Paris" in lossy.text
+
+
+def test_qwen_pair_lossless_equals_target_greedy():
+    pair = load_pair("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", dtype="float32")
+    eng = SpeculativeEngine(pair.target.model, pair.draft.model, pair.tokenizer)
+    prompt = chat(pair.tokenizer, QUESTIONS[1])
+    ref = eng.generate(prompt, mode="ar", max_new_tokens=24)
+    sd = eng.generate(prompt, mode="sd", k=5, max_new_tokens=24)
+    assert sd.tokens == ref.tokens
+    assert sd.metrics.num_drafts < ref.metrics.num_drafts  # the draft agreed somewhere
+
+
+def test_aj_decode_prints_text_and_metrics():
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "autojudge.cli.main", "decode", "--draft", "smollm2-135m-instruct",
+        "--target", "smollm2-135m-instruct", "--prompt", QUESTIONS[0], "--max-new-tokens", "16",
+        "--mode", "judge", "--judge", "topk:2", "--dtype", "float32", "--json",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=True)
+    res = json.loads(out.stdout)
+    assert res["mode"] == "judge" and res["judge"]["name"] == "top_k"
+    assert "Paris" in res["text"]
+    # draft == target: (nearly) every draft token matches
+    assert res["metrics"]["draft_acceptance_rate"] >= 0.9
+    assert res["metrics"]["num_output_tokens"] == len(res["tokens"])

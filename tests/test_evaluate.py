@@ -1,0 +1,189 @@
+"""Evaluation of decoding modes: mode specs, per-sample rows, resume, aggregation, threshold choice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from autojudge.core.engine import SpeculativeEngine
+from autojudge.core.evaluate import (
+    EvalSettings,
+    ModeSpec,
+    aggregate_modes,
+    aggregate_rows,
+    build_modes,
+    evaluate_modes,
+    make_judge,
+    metrics_from_row,
+    read_rows,
+)
+from autojudge.core.pipeline import select_threshold
+from autojudge.plugins.toy import ToyArithmeticTask
+
+
+def test_mode_names_order_and_dedupe():
+    modes = build_modes([0.3, 0.1, 0.1, 0.30000001], [8, 2, 2])
+    assert [m.name for m in modes] == ["ar", "sd", "judge@0.1", "judge@0.3", "topk:2", "topk:8"]
+    assert ModeSpec("topk", top_k=4).file_stem == "topk_4"
+    assert ModeSpec("judge", threshold=0.25).engine_mode == "judge"
+    with pytest.raises(ValueError):
+        ModeSpec("judge", threshold=1.5)
+    with pytest.raises(ValueError):
+        ModeSpec("topk", top_k=0)
+    assert make_judge(ModeSpec("sd")) is None
+    assert make_judge(ModeSpec("topk", top_k=3)).k == 3
+
+
+def _row(pid: str, correct: bool, emitted: list[int], wall: float, answer=None, judge_acc: int = 0) -> dict:
+    accepted = [e - 1 for e in emitted]
+    return {
+        "prompt_id": pid,
+        "correct": correct,
+        "answer": answer,
+        "finish_reason": "eos",
+        "metrics": {
+            "num_output_tokens": sum(emitted) + 1, "num_drafts": len(emitted),
+            "num_draft_tokens": 4 * len(emitted), "num_accepted_tokens": sum(accepted),
+            "num_judge_accepted": judge_acc, "wall_time": wall,
+        },
+        "cycles": {"proposed": [4] * len(emitted), "accepted": accepted, "emitted": emitted},
+    }  # fmt: skip
+
+
+def test_aggregation_is_recomputed_from_rows():
+    rows = {
+        "ar": [_row("a", True, [1] * 9, 2.0, answer="1"), _row("b", False, [1] * 19, 4.0, answer="2")],
+        "sd": [_row("a", True, [3, 3, 3], 1.0, answer="1"), _row("b", False, [2, 2, 2, 2, 2, 2, 2, 2, 2, 1], 2.0, answer="2")],
+        "judge@0.2": [_row("a", True, [5, 4], 0.5, answer="1", judge_acc=2), _row("b", True, [5, 5, 5, 4], 1.0, answer="3", judge_acc=3)],
+    }  # fmt: skip
+    modes = [ModeSpec("ar"), ModeSpec("sd"), ModeSpec("judge", threshold=0.2)]
+    aggs = aggregate_modes(rows, modes)
+    ar, sd, j = aggs["ar"], aggs["sd"], aggs["judge@0.2"]
+    assert ar["accuracy"] == 0.5 and j["accuracy"] == 1.0
+    assert j["accuracy_delta_points"] == pytest.approx(50.0)
+    assert ar["mean_acceptance_length"] == pytest.approx(1.0)
+    assert sd["mean_acceptance_length"] == pytest.approx((9 + 19) / 13)
+    assert j["mean_acceptance_length"] == pytest.approx(28 / 6)
+    assert ar["tokens_per_s"] == pytest.approx(30 / 6.0)
+    assert j["speedup_vs_ar"] == pytest.approx((30 / 1.5) / (30 / 6.0))
+    assert j["speedup_vs_sd"] == pytest.approx((30 / 1.5) / (30 / 3.0))
+    assert j["num_judge_accepted"] == 5 and j["threshold"] == 0.2
+    assert j["answer_agreement_vs_ar"] == 0.5
+    assert sum(j["acceptance_histogram"]) == 6 and j["acceptance_histogram"][4] == 4
+    m = metrics_from_row(rows["sd"][0])
+    assert m.mean_acceptance_length == 3.0 and m.num_drafts == 3
+
+
+def test_threshold_selection_uses_only_the_given_validation_aggregates():
+    def agg(kind, acc, t=None):
+        return {"kind": kind, "accuracy": acc, "threshold": t}
+
+    val = {
+        "ar": agg("ar", 0.80),
+        "judge@0.1": agg("judge", 0.80, 0.1),
+        "judge@0.2": agg("judge", 0.795, 0.2),
+        "judge@0.5": agg("judge", 0.70, 0.5),
+        "topk:8": agg("topk", 0.99),  # a baseline never becomes the recommendation
+    }
+    sel = select_threshold(val, max_drop_points=1.0)
+    assert sel["recommended_threshold"] == 0.2 and sel["recommended_mode"] == "judge@0.2"
+    assert [c["within_budget"] for c in sel["candidates"]] == [True, True, False]
+    assert select_threshold(val, max_drop_points=0.0)["recommended_threshold"] == 0.1
+    none = select_threshold({"ar": agg("ar", 0.9), "judge@0.5": agg("judge", 0.5, 0.5)}, 1.0)
+    assert none["recommended_threshold"] == 0.0 and none["recommended_mode"] == "sd" and not none["within_budget"]
+    with pytest.raises(ValueError, match="target-only"):
+        select_threshold({"judge@0.5": agg("judge", 0.5, 0.5)}, 1.0)
+
+
+def test_read_rows_drops_a_truncated_last_line(tmp_path):
+    p = tmp_path / "r.jsonl"
+    p.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"')
+    assert read_rows(p) == [{"a": 1}, {"a": 2}]
+    p.write_text('{"a": 1}\nnot json\n{"a": 3}\n')
+    with pytest.raises(ValueError, match="corrupt row"):
+        read_rows(p)
+    assert read_rows(tmp_path / "missing.jsonl") == []
+
+
+class CountingEngine(SpeculativeEngine):
+    calls: list[str]
+
+    def generate(self, prompt, **kw):
+        self.calls.append(kw["mode"])
+        return super().generate(prompt, **kw)
+
+
+@pytest.fixture()
+def engine(tiny_pair, char_tokenizer):
+    target, draft = tiny_pair
+    eng = CountingEngine(target, draft, char_tokenizer)
+    eng.calls = []
+    return eng
+
+
+def test_evaluate_rows_resume_and_cache_keys(engine, tmp_path):
+    task = ToyArithmeticTask()
+    examples = task.load("test", limit=3)
+    modes = [ModeSpec("ar"), ModeSpec("sd"), ModeSpec("topk", top_k=3)]
+    judges = {"topk:3": make_judge(modes[2])}
+    kw = dict(settings=EvalSettings(k=4, max_new_tokens=24), judges=judges, base_key={"x": 1})
+    rows = evaluate_modes(task, engine, examples, modes, tmp_path, **kw)
+    assert len(engine.calls) == 9
+    for m in modes:
+        on_disk = read_rows(tmp_path / f"{m.file_stem}.jsonl")
+        assert on_disk == rows[m.name] and [r["prompt_id"] for r in on_disk] == [e.id for e in examples]
+        for r, ex in zip(on_disk, examples, strict=True):
+            assert r["mode"] == m.name
+            assert r["answer"] == task.extract_answer(r["output"])
+            assert r["correct"] == (r["answer"] is not None and task.is_correct(r["answer"], ex))
+            assert metrics_from_row(r).num_output_tokens == r["metrics"]["num_output_tokens"]
+    # float32: lossless SD gives exactly the target-only text
+    assert [r["output"] for r in rows["sd"]] == [r["output"] for r in rows["ar"]]
+    assert aggregate_rows(rows["ar"])["mean_acceptance_length"] == pytest.approx(1.0)
+
+    # complete files with the same key are reused: nothing decoded
+    engine.calls.clear()
+    evaluate_modes(task, engine, examples, modes, tmp_path, **kw)
+    assert engine.calls == []
+
+    # rows lost (crash): resume decodes only the missing ones; a torn last line is dropped
+    sd_path = tmp_path / "sd.jsonl"
+    lines = sd_path.read_text().splitlines()
+    sd_path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+    again = evaluate_modes(task, engine, examples, modes, tmp_path, resume=True, **kw)
+    assert engine.calls == ["sd", "sd"]
+    assert [r["output"] for r in again["sd"]] == [r["output"] for r in rows["sd"]]
+
+    # without resume, an incomplete mode file is recomputed from scratch
+    engine.calls.clear()
+    sd_path.write_text(sd_path.read_text().splitlines()[0] + "\n")
+    evaluate_modes(task, engine, examples, modes, tmp_path, **kw)
+    assert engine.calls == ["sd"] * 3
+
+    # another key (settings changed) invalidates the cached rows
+    engine.calls.clear()
+    evaluate_modes(task, engine, examples, modes[:1], tmp_path, **{**kw, "base_key": {"x": 2}})
+    assert engine.calls == ["ar"] * 3
+    assert json.loads((tmp_path / "ar.key.json").read_text())["base"] == {"x": 2}
+
+
+def test_evaluate_refuses_duplicate_ids(engine, tmp_path):
+    task = ToyArithmeticTask()
+    ex = task.load("test", limit=1)
+    with pytest.raises(ValueError, match="unique"):
+        evaluate_modes(task, engine, ex + ex, [ModeSpec("ar")], tmp_path, settings=EvalSettings(), judges={}, base_key={})
+
+
+def test_make_judge_loads_an_artifact_with_the_mode_threshold(tmp_path, tiny_pair):
+    from autojudge.judges.artifact import save_judge
+
+    target, draft = tiny_pair
+    rec = {"id": "t", "config_sha256": "x", "vocab_sha256": "y", "hidden_size": target.config.hidden_size}
+    path = save_judge(tmp_path / "j.safetensors", {"dt": torch.zeros(target.config.hidden_size)}, 0.0, ["dt"],
+                      threshold=0.5, draft=rec, target=rec)  # fmt: skip
+    judge = make_judge(ModeSpec("judge", threshold=0.125), path)
+    assert judge.threshold == 0.125
+    with pytest.raises(ValueError, match="artifact"):
+        make_judge(ModeSpec("judge", threshold=0.1))

@@ -1,0 +1,233 @@
+"""`aj run` end to end on tiny float32 models and the toy task: artifacts, consistency, caching, resume.
+
+The real-model test (SmolLM2-135M target, a layer-dropped copy as draft) is marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_char_tokenizer, make_tiny_model, noisy_copy
+
+from autojudge.core.engine import SpeculativeEngine
+from autojudge.core.evaluate import aggregate_rows, read_rows
+from autojudge.core.mined_store import MinedStore
+from autojudge.core.models import LoadedModel, ModelPair
+from autojudge.core.pipeline import STAGES, Pipeline, PipelineError, RunConfig, run_pipeline
+from autojudge.core.report import PLOTS
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SETTINGS = dict(task="toy-arith", mine_limit=8, val_limit=3, eval_limit=3, max_new_tokens=32, k=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pair() -> ModelPair:
+    tok = make_char_tokenizer()
+    target = make_tiny_model("qwen2", seed=0)
+    draft = noisy_copy(target, 0.15, seed=1)
+    mk = lambda name, m: LoadedModel(name, m, tok, None, torch.float32, torch.device("cpu"))  # noqa: E731
+    return ModelPair(draft=mk("tiny-draft", draft), target=mk("tiny-target", target), tokenizer=tok)
+
+
+@pytest.fixture(scope="module")
+def base_run(pair, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run"
+    run_pipeline(RunConfig(out=out, **SETTINGS), pair=pair)
+    return out
+
+
+def rerun(pair, out: Path, **changes) -> tuple[dict, dict[str, bool], list[str]]:
+    """Run again; returns the summary, which stages ran, and the modes the engine decoded."""
+    calls: list[str] = []
+    orig = SpeculativeEngine.generate
+
+    def counting(self, prompt, **kw):
+        calls.append(kw.get("mode", "sd"))
+        return orig(self, prompt, **kw)
+
+    p = Pipeline(RunConfig(out=out, **{**SETTINGS, **changes}), pair=pair)
+    SpeculativeEngine.generate = counting
+    try:
+        summary = p.run()
+    finally:
+        SpeculativeEngine.generate = orig
+    return summary, p.ran, calls
+
+
+def test_every_artifact_is_written_and_consistent(base_run):
+    s = json.loads((base_run / "summary.json").read_text())
+    assert s["task"] == "toy-arith" and s["mode_order"][:2] == ["ar", "sd"]
+    assert {"judge", "topk"} <= {a["kind"] for a in s["modes"].values()}
+    assert s["recommended_mode"] in s["modes"] and "judge@0.1" in s["modes"] and "topk:8" in s["modes"]
+    cal = f"judge@{s['calibrated_threshold']:.4g}"
+    assert cal in s["modes"]
+    for name in s["mode_order"]:
+        rows = read_rows(base_run / s["samples"][name])
+        assert [r["prompt_id"] for r in rows] == s["eval_prompt_ids"] and len(rows) == SETTINGS["eval_limit"]
+        again = aggregate_rows(rows)
+        a = s["modes"][name]
+        assert a["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+        for key in ("accuracy", "mean_acceptance_length", "tokens_per_s", "num_judge_accepted", "acceptance_histogram"):
+            assert a[key] == pytest.approx(again[key]), key
+        assert a["accuracy_delta_points"] == pytest.approx(100 * (a["accuracy"] - s["modes"]["ar"]["accuracy"]))
+        assert a["speedup_vs_ar"] == pytest.approx(a["tokens_per_s"] / s["modes"]["ar"]["tokens_per_s"])
+    assert s["modes"]["ar"]["mean_acceptance_length"] == pytest.approx(1.0)
+    # float32: lossless SD reproduces target-only exactly
+    ar, sd = (read_rows(base_run / s["samples"][m]) for m in ("ar", "sd"))
+    assert [r["output"] for r in ar] == [r["output"] for r in sd]
+    for p in PLOTS:
+        assert (base_run / "plots" / p).read_bytes().startswith(PNG_MAGIC)
+    md = (base_run / "report.md").read_text()
+    assert all(name in md for name in s["mode_order"])
+    assert (base_run / "judge.safetensors").is_file() and (base_run / "judge.report.json").is_file()
+    state = json.loads((base_run / "state.json").read_text())
+    assert all(state["stages"][st]["status"] == "done" for st in STAGES)
+    assert set(s["stages"]) == set(STAGES[:-1]) and all(v["seconds"] >= 0 for v in s["stages"].values())
+
+
+def test_threshold_is_chosen_on_validation_prompts_only(base_run):
+    s = json.loads((base_run / "summary.json").read_text())
+    sel = json.loads((base_run / "validation" / "selection.json").read_text())
+    mined_ids = {r["prompt_id"] for r in MinedStore(base_run / "mined").prompt_rows()}
+    val_ids = set(sel["prompt_ids"])
+    assert len(mined_ids) == SETTINGS["mine_limit"] and len(val_ids) == SETTINGS["val_limit"]
+    assert sel["split"] == "train" and not val_ids & mined_ids
+    assert val_ids == {f"train-{i}" for i in range(8, 11)}  # the prompts right after the mined ones
+    assert not val_ids & set(s["eval_prompt_ids"]) and all(i.startswith("test-") for i in s["eval_prompt_ids"])
+    # the recommendation is recomputable from the validation rows alone
+    ref = aggregate_rows(read_rows(base_run / "validation" / "ar.jsonl"))["accuracy"]
+    accs = {c["threshold"]: c["accuracy"] for c in sel["candidates"]}
+    for t, acc in accs.items():
+        stem = f"judge_{t:.4g}"
+        assert aggregate_rows(read_rows(base_run / "validation" / f"{stem}.jsonl"))["accuracy"] == acc
+    ok = [t for t, a in accs.items() if a >= ref - SETTINGS.get("max_accuracy_drop", 1.0) / 100]
+    assert s["recommended_threshold"] == (max(ok) if ok else 0.0)
+    assert not (base_run / "validation" / "sd.jsonl").exists()
+
+
+def test_second_run_skips_every_stage(pair, base_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    before = (out / "summary.json").read_text()
+    summary, ran, calls = rerun(pair, out)
+    assert ran == dict.fromkeys(STAGES, False) and calls == []
+    assert (out / "summary.json").read_text() == before
+
+
+def test_changing_thresholds_reruns_only_evaluation_and_report(pair, base_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    summary, ran, calls = rerun(pair, out, thresholds=(0.1, 0.3, 0.6))
+    assert ran == {"mine": False, "train": False, "select": False, "evaluate": True, "report": True}
+    assert calls == ["judge"] * SETTINGS["eval_limit"]  # only the new mode is decoded
+    assert "judge@0.6" in summary["modes"]
+
+
+def test_changing_the_accuracy_budget_reruns_selection_without_new_decoding(pair, base_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    summary, ran, calls = rerun(pair, out, max_accuracy_drop=50.0)
+    assert ran == {"mine": False, "train": False, "select": True, "evaluate": True, "report": True}
+    assert calls == []  # every candidate and every eval mode was decoded before
+    assert summary["validation"]["max_accuracy_drop_points"] == 50.0
+
+
+def test_resume_recomputes_only_deleted_rows(pair, base_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    sd = out / "eval" / "sd.jsonl"
+    lines = sd.read_text().splitlines()
+    sd.write_text(lines[0] + "\n")
+    summary, ran, calls = rerun(pair, out, resume=True)
+    assert ran == {"mine": False, "train": False, "select": False, "evaluate": True, "report": True}
+    assert calls == ["sd", "sd"]
+    assert sd.read_text().splitlines()[1:] != [] and len(read_rows(sd)) == 3
+
+
+def test_an_interrupted_stage_needs_resume(pair, base_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    state = json.loads((out / "state.json").read_text())
+    state["stages"]["evaluate"]["status"] = "running"
+    (out / "state.json").write_text(json.dumps(state))
+    with pytest.raises(PipelineError, match="--resume"):
+        rerun(pair, out)
+    _, ran, calls = rerun(pair, out, resume=True)
+    assert ran["evaluate"] and calls == []  # every row was already there
+
+
+def test_mined_data_is_never_silently_reused_for_a_smaller_limit(pair, base_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    with pytest.raises(PipelineError, match="beyond --mine-limit"):
+        rerun(pair, out, mine_limit=5)
+
+
+@pytest.mark.slow
+def test_aj_run_subprocess_on_saved_tiny_models(tmp_path):
+    """`aj run --draft DIR --target DIR --task toy-arith` as a user would type it; a second call skips all."""
+    tok = make_char_tokenizer()
+    target = make_tiny_model("qwen2", seed=0)
+    draft = noisy_copy(target, 0.15, seed=1)
+    for name, m in (("target", target), ("draft", draft)):
+        m.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable, "-m", "autojudge.cli.main", "run", "--task", "toy-arith",
+        "--draft", str(tmp_path / "draft"), "--target", str(tmp_path / "target"), "--dtype", "float32",
+        "--mine-limit", "8", "--val-limit", "2", "--eval-limit", "2", "--max-new-tokens", "32",
+        "--thresholds", "0.2", "--top-k", "4", "--out", str(tmp_path / "out"), "--no-progress",
+    ]  # fmt: skip
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "| ar |" in first.stdout and "recommended threshold" in first.stdout
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {"ar", "sd", "judge@0.2", "topk:4"} <= set(s["modes"])
+    assert s["draft"]["id"] == str(tmp_path / "draft")
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stderr.count("skipped") == len(STAGES), second.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_pair_smollm2_with_layer_dropped_draft(tmp_path):
+    """SmolLM2-135M target (bf16), a 10-of-30-layer copy as draft, 2-3 prompts per stage, 48 new tokens.
+
+    Mining uses 3 prompts (capped at 8 labels each): with 2, one prompt often holds a single class and
+    the judge cannot be trained (then the test skips, naming the cause). A few minutes on a 2-core
+    CPU, more when the machine is shared.
+    """
+    from autojudge.core import presets
+    from autojudge.core.models import layer_dropped_copy, load_model
+
+    lm = load_model(presets.SMOLLM2)
+    draft = layer_dropped_copy(lm.model, list(range(0, 30, 3)))
+    draft.save_pretrained(tmp_path / "draft")
+    lm.tokenizer.save_pretrained(tmp_path / "draft")
+    del lm, draft
+    out = tmp_path / "run"
+    cfg = RunConfig(
+        task="toy-arith", out=out, draft=str(tmp_path / "draft"), target=presets.SMOLLM2, mine_limit=3,
+        val_limit=2, eval_limit=2, max_new_tokens=48, max_mismatches=8, k=3, thresholds=(0.2,), val_thresholds=(),
+        top_k=(4,), progress=False,
+    )  # fmt: skip
+    try:
+        s = run_pipeline(cfg)
+    except PipelineError as e:  # 2 mined prompts may hold a single class: a data limit, not a bug
+        if "single class" in str(e):
+            pytest.skip(str(e))
+        raise
+    assert s["target"]["hidden_size"] == 576 and s["modes"]["ar"]["n"] == 2
+    assert s["modes"]["ar"]["mean_acceptance_length"] == 1.0
+    assert s["modes"]["sd"]["mean_acceptance_length"] > 1.0
+    for p in PLOTS:
+        assert (out / "plots" / p).read_bytes().startswith(PNG_MAGIC)

@@ -85,6 +85,7 @@ class _NoBar:
 def _progress(enabled: bool):
     if not enabled:
         return _NoBar()
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -102,4 +103,5 @@ def _progress(enabled: bool):
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
+        console=Console(stderr=True),  # stdout stays machine-readable
     )

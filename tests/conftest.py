@@ -96,3 +96,14 @@ def tiny_pair():
     target = make_tiny_model("qwen2", seed=0)
     draft = noisy_copy(target, 0.15, seed=1)
     return target, draft
+
+
+def save_tiny_pair(root: Path) -> tuple[Path, Path]:
+    """Save the ``tiny_pair`` models with the char tokenizer as HF directories; returns (draft, target)."""
+    tok = make_char_tokenizer()
+    target = make_tiny_model("qwen2", seed=0)
+    draft = noisy_copy(target, 0.15, seed=1)
+    for name, m in (("target", target), ("draft", draft)):
+        m.save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+    return root / "draft", root / "target"

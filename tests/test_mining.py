@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_char_tokenizer, make_tiny_model, noisy_copy
+from conftest import save_tiny_pair
 from safetensors.torch import load_file
 
 from autojudge.core.mined_store import MinedStore, MinedStoreError, merge_stores
@@ -130,12 +130,7 @@ def test_shards_merge_into_the_full_run(pair, tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     """`aj mine` killed with SIGKILL, then resumed, equals an uninterrupted run."""
-    tok = make_char_tokenizer()
-    target = make_tiny_model("qwen2", seed=0)
-    draft = noisy_copy(target, 0.15, seed=1)
-    for name, m in (("target", target), ("draft", draft)):
-        m.save_pretrained(tmp_path / name)
-        tok.save_pretrained(tmp_path / name)
+    save_tiny_pair(tmp_path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
     def aj_mine(out: Path, *extra: str) -> list[str]:
@@ -171,3 +166,19 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["prompts"] == 10
     assert not [p for p in (killed / "shards").iterdir() if p.name.startswith(".")], "temporary files left"
+
+
+def test_aj_mine_merge_cli(pair, tmp_path):
+    from click.testing import CliRunner
+
+    from autojudge.cli.mine_cmd import mine_merge
+
+    task = ToyArithmeticTask()
+    cfg = MiningConfig(max_new_tokens=16)
+    for i in range(2):
+        mine_task(task, pair, tmp_path / f"s{i}", limit=4, config=cfg, shard=(i, 2), progress=False)
+    res = CliRunner().invoke(mine_merge, [str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["prompts"] == 4
+    res = CliRunner().invoke(mine_merge, [str(tmp_path / "s0"), "--out", str(tmp_path / "m")])
+    assert res.exit_code != 0 and "already exists" in str(res.exception)

@@ -1,0 +1,41 @@
+"""Smoke runs of the benchmark scripts (CI runs them; the figures come from full runs by hand)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def run_bench(script: str, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_engine_benchmark_smoke():
+    out = run_bench("bench_engine.py", "--smoke", "--threads", "1",
+                    "--draft", "smollm2-135m-instruct", "--target", "smollm2-135m-instruct")  # fmt: skip
+    assert "| autojudge lossless SD (k=5) |" in out
+    assert "| HF assisted (constant k=5) |" in out
+    assert "our lossless SD / best HF assisted:" in out
+
+
+def test_mining_benchmark_smoke():
+    out = run_bench("bench_mining.py", "--smoke", "--threads", "1", "--task", "gsm8k",
+                    "--draft", "smollm2-135m-instruct", "--target", "smollm2-135m-instruct")  # fmt: skip
+    assert "identical labels: True" in out
+
+
+def test_math_equivalence_benchmark_smoke():
+    out = run_bench("bench_math_equivalence.py", "--n-gsm8k", "5", "--n-math", "5")
+    assert "checks/s" in out or "checks per second" in out, out[-2000:]

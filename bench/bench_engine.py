@@ -38,22 +38,46 @@ PROMPTS = [
 
 
 def step_times(runner_model, tokens: int, ks: list[int], reps: int = 3) -> dict[int, float]:
-    """Median seconds of a target forward over k+1 new tokens on a cache of ``tokens`` tokens."""
+    """Median seconds of a forward over k+1 new tokens on a cache of ``tokens`` tokens (one prefill, forks)."""
     from autojudge.core.runner import ModelRunner
 
     r = ModelRunner(runner_model)
+    r.reset()
+    r.extend(torch.randint(100, 5000, (tokens,)))
     out = {}
-    base = torch.randint(100, 5000, (tokens,))
     for k in ks:
         samples = []
         for _ in range(reps):
-            r.reset()
-            r.extend(base)
+            f = r.fork()
             t0 = time.perf_counter()
-            r.logits(r.extend(torch.randint(100, 5000, (k + 1,))))
+            f.logits(f.extend(torch.randint(100, 5000, (k + 1,))))
             samples.append(time.perf_counter() - t0)
         out[k] = statistics.median(samples)
     return out
+
+
+def measure_constants(pair, ks: tuple[int, ...] = (0, 1, 2, 4, 8, 16)) -> dict:
+    """c = draft step / target step and the target's verify cost vs k, on a 300-token cache."""
+    tt = step_times(pair.target.model, 300, list(ks))
+    dt = step_times(pair.draft.model, 300, [0])
+    return {
+        "c_draft_over_target_step": dt[0] / tt[0],
+        "target_step_s": tt[0],
+        "draft_step_s": dt[0],
+        "verify_cost_vs_k": {k: tt[k] / tt[0] for k in ks},
+    }
+
+
+def print_constants(consts: dict) -> None:
+    print(
+        f"c = draft step / target step = {consts['c_draft_over_target_step']:.3f} "
+        f"(target {1000 * consts['target_step_s']:.0f} ms, draft {1000 * consts['draft_step_s']:.0f} ms, "
+        f"{torch.get_num_threads()} threads)"
+    )
+    print(
+        "verify cost vs k (target forward of k+1 tokens / 1 token): "
+        + ", ".join(f"k={k}: {v:.2f}" for k, v in consts["verify_cost_vs_k"].items())
+    )
 
 
 def hf_generate(target, draft, ids, max_new_tokens, eos, k=None):
@@ -93,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--smoke", action="store_true", help="tiny settings for CI: 1 prompt, 16 tokens, no step-time sweep"
     )
+    ap.add_argument("--sweep-only", action="store_true", help="only measure c and the verify cost vs k")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -107,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     pair = load_pair(
         args.draft or presets.DEFAULT_DRAFT, args.target or presets.DEFAULT_TARGET, dtype=args.dtype
     )
+    if args.sweep_only:
+        print_constants(measure_constants(pair))
+        return 0
     tok = pair.tokenizer
     eng = SpeculativeEngine(pair.target.model, pair.draft.model, tok)
     judge = load_judge_spec(args.judge, target=pair.target, draft=pair.draft)
@@ -178,17 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         same = sum(a == b for a, b in zip(outputs[name], ref_out, strict=True))
         r["outputs_equal_to_target_only"] = f"{same}/{len(ref_out)}"
 
-    consts = {}
-    if not args.smoke:
-        ks = [0, 1, 2, 4, 8, 16]
-        tt = step_times(pair.target.model, 300, ks)
-        dt = step_times(pair.draft.model, 300, [0])
-        consts = {
-            "c_draft_over_target_step": dt[0] / tt[0],
-            "target_step_s": tt[0],
-            "draft_step_s": dt[0],
-            "verify_cost_vs_k": {k: tt[k] / tt[0] for k in ks},
-        }
+    consts = {} if args.smoke else measure_constants(pair)
 
     print(
         f"\n{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
@@ -214,14 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         best_hf = max(rows[hf_name]["tokens_per_s"], rows["HF assisted (heuristic k)"]["tokens_per_s"])
         print(f"\nour lossless SD / best HF assisted: {rows[sd_name]['tokens_per_s'] / best_hf:.2f}x")
     if consts:
-        print(
-            f"c = draft step / target step = {consts['c_draft_over_target_step']:.3f} "
-            f"(target {1000 * consts['target_step_s']:.0f} ms, draft {1000 * consts['draft_step_s']:.0f} ms)"
-        )
-        print(
-            "verify cost vs k (target forward of k+1 tokens / 1 token): "
-            + ", ".join(f"k={k}: {v:.2f}" for k, v in consts["verify_cost_vs_k"].items())
-        )
+        print_constants(consts)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(

@@ -39,3 +39,8 @@ def test_mining_benchmark_smoke():
 def test_math_equivalence_benchmark_smoke():
     out = run_bench("bench_math_equivalence.py", "--n-gsm8k", "5", "--n-math", "5")
     assert "checks/s" in out or "checks per second" in out, out[-2000:]
+
+
+def test_judge_cost_benchmark_smoke():
+    out = run_bench("bench_judge_cost.py", "--reps", "2", "--vocab", "1000")
+    assert out.count("ms per judge call") == 3

@@ -28,6 +28,18 @@ from autojudge.core.mined_store import atomic_write_json
 PLOTS = ("accuracy_vs_acceptance.png", "tokens_per_s.png")
 
 
+
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write and close ``fig``; returns the path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
 def _fmt(x: Any, spec: str = ".2f") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
@@ -176,12 +188,7 @@ def plot_tradeoff(summary: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= 100])  # no impossible accuracies on the axis
         ax.set_ylim(bottom, top)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_speed(summary: Mapping[str, Any], path: str | Path) -> Path:
@@ -208,12 +215,7 @@ def plot_speed(summary: Mapping[str, Any], path: str | Path) -> Path:
     ax.title.set_fontsize(9)
     ax.set_ylim(0, max(vals, default=1) * 1.25 or 1)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_report(root: str | Path, summary: Mapping[str, Any]) -> dict[str, Path]:

@@ -81,15 +81,13 @@ class DraftModelDrafter(Drafter):
         self.device = device or self.runner.device
         self._hidden: list[torch.Tensor] = []  # hidden state at each proposed token, when computed
         self._tokens: torch.Tensor | None = None
-        self._base = 0  # sequence length before the current proposal
 
     def reset(self) -> None:
         # the KV cache is kept: `propose` reuses its longest common prefix with the new sequence
-        self._hidden, self._tokens, self._base = [], None, 0
+        self._hidden, self._tokens = [], None
 
     @torch.inference_mode()
     def propose(self, seq: Sequence[int], k: int) -> Proposal:
-        self._base = len(seq)
         self._hidden = []
         if k <= 0:
             self._tokens = torch.empty(0, dtype=torch.long, device=self.device)
@@ -200,7 +198,6 @@ class FallbackDrafter(Drafter):
 
     def __init__(self, primary: Drafter, fallback: Drafter):
         self.primary, self.fallback = primary, fallback
-        self._last: Drafter = primary
 
     def reset(self) -> None:
         self.primary.reset()
@@ -209,9 +206,7 @@ class FallbackDrafter(Drafter):
     def propose(self, seq: Sequence[int], k: int) -> Proposal:
         p = self.primary.propose(seq, k)
         if p.tokens.numel() > 0:
-            self._last = self.primary
             return p
-        self._last = self.fallback
         return self.fallback.propose(seq, k)
 
     def accepted(self, length: int) -> None:

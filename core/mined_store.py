@@ -104,9 +104,9 @@ class MinedStore:
                 raise MinedStoreError(
                     f"{self.root} already holds mined data; pass --resume to continue it or choose another --out"
                 )
-            old = self.read_meta()
-            if _comparable(old) != _comparable(meta):
-                diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k) and k in _comparable(meta) | _comparable(old))
+            was, now = _comparable(self.read_meta()), _comparable(meta)
+            if was != now:
+                diff = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
                 raise MinedStoreError(
                     f"cannot resume {self.root}: it was mined with different settings ({', '.join(diff)}). "
                     "Use the original settings or a new --out directory."

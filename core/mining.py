@@ -143,8 +143,8 @@ class Miner:
         return self.engine.generate(prompt_ids, mode="sd", drafter=self.rollout_drafter, k=cfg.rollout_k, **common)
 
     @torch.inference_mode()
-    def _draft_argmax(self, seq: list[int], first: int) -> tuple[list[int], int]:
-        """Draft argmax predicting ``seq[p]`` for every ``p >= first``; returns it and tokens fed."""
+    def _draft_argmax(self, seq: list[int], first: int) -> list[int]:
+        """Draft argmax predicting ``seq[p]`` for every ``p >= first``."""
         r = self.draft_tf
         if self.config.naive:
             r.reset()
@@ -152,7 +152,7 @@ class Miner:
         r.crop(n)
         h = r.extend(torch.tensor(seq[n:], dtype=torch.long, device=r.device))
         rows = h[first - 1 - n : len(seq) - 1 - n]
-        return r.logits(rows).argmax(-1).tolist(), len(seq) - n
+        return r.logits(rows).argmax(-1).tolist()
 
     @torch.inference_mode()
     def _features(self, seq: list[int], pos: int, draft_tok: int, dt: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -211,7 +211,7 @@ class Miner:
         while cfg.max_mismatches is None or len(result.records) < cfg.max_mismatches:
             seq = x + y
             if argmax_from is None:
-                argmax, _ = self._draft_argmax(seq, len(x) + next_pos)
+                argmax = self._draft_argmax(seq, len(x) + next_pos)
                 argmax_from = next_pos
             t = next(
                 (p for p in range(next_pos, len(y)) if argmax[p - argmax_from] != y[p]),

@@ -266,3 +266,30 @@ def test_null_drafter_and_bad_arguments(engine):
     needs_dd = LinearJudge({"dd": torch.zeros(64)}, bias=0.0, threshold=0.5, blocks=("dd",))
     with pytest.raises(ValueError, match="needs draft hidden states"):
         engine.generate([1], mode="judge", judge=needs_dd, drafter=LookupDrafter([1, 2]))
+
+
+def test_logits_path_check_accepts_supported_models(tiny_pair):
+    from autojudge.core.runner import ModelRunner, UnsupportedModelError
+
+    target, _ = tiny_pair
+    ModelRunner(target).check_logits_path()  # Qwen2: logits = lm_head(last hidden state)
+
+    class Scaled(torch.nn.Module):  # a model whose logits are post-processed
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.config = inner.config
+
+        def get_decoder(self):
+            return self.inner.get_decoder()
+
+        def get_output_embeddings(self):
+            return self.inner.get_output_embeddings()
+
+        def forward(self, **kw):
+            out = self.inner(**kw)
+            out.logits = out.logits * 0.5
+            return out
+
+    with pytest.raises(UnsupportedModelError, match="not lm_head"):
+        ModelRunner(Scaled(target)).check_logits_path()

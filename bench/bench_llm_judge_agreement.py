@@ -15,7 +15,7 @@ answers), never from the judge:
 The set is balanced (half equivalent) and deterministic for given inputs; the stored
 file is the reference set (real pairs are named by line numbers of the outputs file as it
 was when built: rebuilding after that file grows gives a different set). For each judge model it
-runs :class:`~autojudge.core.llmjudge.LLMEquivalenceChecker` as the ``qa`` task
+runs :class:`~autojudge.core.compare.llm.LLMEquivalenceChecker` as the ``qa`` task
 does (prompt ``equiv-v1``, both orders, greedy), with the identical-answer
 shortcut off so every pair reaches the model, and prints:
 
@@ -64,7 +64,7 @@ TEMPLATES = (
 
 def truth_of(a: str, b: str) -> bool | None:
     """Ground truth: math equivalence of the two responses' extracted answers (None: an answer is missing)."""
-    from autojudge.plugins.math.equivalence import equivalent_answers
+    from autojudge.core.compare.math_verify import equivalent_answers
     from autojudge.plugins.math.extract import extract_final_answer
 
     xa, xb = extract_final_answer(a), extract_final_answer(b)
@@ -162,7 +162,7 @@ def _prf(pred: list[bool], truth: list[bool]) -> dict[str, float | None]:
 
 
 def evaluate(model: str, pairs: list[dict[str, Any]], *, dtype: str, max_tokens: int) -> dict[str, Any]:
-    from autojudge.core.llmjudge import JudgeSettings, LLMEquivalenceChecker, LocalChatJudge, Verdict
+    from autojudge.core.compare.llm import JudgeSettings, LLMEquivalenceChecker, LocalChatJudge, Verdict
 
     backend = LocalChatJudge(model, dtype=dtype, batch_size=1)
     t0 = time.perf_counter()

@@ -35,9 +35,9 @@ import random
 import time
 from pathlib import Path
 
-from autojudge.core.checkpool import CheckPool
-from autojudge.plugins.math import checks
-from autojudge.plugins.math.equivalence import equivalent_answers, parse_answer, warm_up
+from autojudge.core.compare import math as checks
+from autojudge.core.compare.math_verify import equivalent_answers, parse_answer, warm_up
+from autojudge.core.compare.pool import CheckPool
 from autojudge.plugins.math.gsm8k import GSM8KTask
 from autojudge.plugins.math.math500 import Math500Task
 

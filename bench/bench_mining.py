@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from autojudge.core import presets
-    from autojudge.core.mining import Miner, MiningConfig
+    from autojudge.core.mining.steps import Miner, MiningConfig
     from autojudge.core.models import load_pair
     from autojudge.plugins.manager import get_task
 

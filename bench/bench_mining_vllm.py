@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    from autojudge.core.mining import Miner, MiningConfig
-    from autojudge.core.mining_pipeline import PipelinedMiner
+    from autojudge.core.mining.pipelined import PipelinedMiner
+    from autojudge.core.mining.steps import Miner, MiningConfig
     from autojudge.core.models import layer_dropped_copy, load_model
     from autojudge.plugins.manager import get_task
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 def run(pm=pm, driver=name):
                     return {r.index: _note(driver, r) for r in pm.mine_many(items)}
             elif name == "vllm":
-                from autojudge.core.vllm_backend.mining import VLLMMiner
+                from autojudge.core.mining.vllm import VLLMMiner
 
                 t0 = time.perf_counter()
                 vm = VLLMMiner(task, target.model, draft_model, tok, cfg, target_path=target.path or args.target,

@@ -75,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(a.threads)
+    from autojudge.core.backends.vllm import VLLM_VERSION
+    from autojudge.core.backends.vllm.engine import VLLMEngine
+    from autojudge.core.backends.vllm.worker import build_judge
     from autojudge.core.engine import SpeculativeEngine
     from autojudge.core.models import load_model
-    from autojudge.core.vllm_backend import VLLM_VERSION
-    from autojudge.core.vllm_backend.engine import VLLMEngine
-    from autojudge.core.vllm_backend.worker import build_judge
 
     tmp = tempfile.TemporaryDirectory(prefix="bench-vllm-")
     draft = a.draft or str(make_draft(a.target, a.draft_layers, Path(tmp.name) / "draft"))

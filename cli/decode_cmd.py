@@ -68,11 +68,11 @@ def decode(draft, target, prompt, raw, mode, judge_spec, threshold, k, max_new_t
 
 def _decode_vllm(target, draft, prompt, raw, mode, judge_spec, threshold, k, max_new_tokens, stop, dtype):
     """``aj decode --backend vllm``: the same generation on vLLM (fingerprints and features checked first)."""
-    from autojudge.core.vllm_backend import VLLMUnavailableError
-    from autojudge.core.vllm_backend.worker import build_judge
+    from autojudge.core.backends.vllm import VLLMUnavailableError
+    from autojudge.core.backends.vllm.worker import build_judge
 
     try:
-        from autojudge.core.vllm_backend.engine import PerPromptEngine, VLLMEngine
+        from autojudge.core.backends.vllm.engine import PerPromptEngine, VLLMEngine
 
         engine = VLLMEngine(target, None if mode == "ar" else draft, k=k, dtype=dtype or "bfloat16")
     except VLLMUnavailableError as e:

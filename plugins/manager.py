@@ -98,7 +98,7 @@ class PluginRegistry:
 
 
 def _normalize(name: str) -> str:
-    """PEP 503 form of a distribution or entry-point name: ``Autojudge_Example`` == ``autojudge-example``."""
+    """PEP 503 form of a distribution or entry-point name: ``Autojudge_Example`` == ``ajspec-example``."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 

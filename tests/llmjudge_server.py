@@ -2,7 +2,7 @@
 
 ``vllm serve`` is not installed in CI (vLLM on CPU is a separate, heavy
 dependency), so the HTTP judge backend is tested against this stand-in. It
-implements only what :class:`autojudge.core.llmjudge.OpenAIChatJudge` uses:
+implements only what :class:`autojudge.core.compare.llm.OpenAIChatJudge` uses:
 ``POST /v1/chat/completions`` (``model``, ``messages``, ``max_tokens``,
 ``temperature``, ``seed``; reply ``choices[0].message.content``), ``GET
 /v1/models``, bearer-token auth, and 404 for an unknown model, like vLLM.

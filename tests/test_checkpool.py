@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from autojudge.core.checkpool import CheckOutcome, CheckPool, PoolBrokenError, in_worker
+from autojudge.core.compare.pool import CheckOutcome, CheckPool, PoolBrokenError, in_worker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
             f"""
             import os, sys, time
             sys.path.insert(0, {str(Path(__file__).parent)!r})
-            from autojudge.core.checkpool import CheckPool
+            from autojudge.core.compare.pool import CheckPool
             from test_checkpool import sleepy
             if __name__ == "__main__":
                 p = CheckPool(workers=2, timeout=None)

@@ -59,8 +59,8 @@ def test_help_lists_the_foundation_commands() -> None:
 def test_version_matches_the_installed_distribution() -> None:
     proc = aj("--version")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"aj, version {version('autojudge')}"
-    assert version("autojudge") != "0.0.0+unknown"
+    assert proc.stdout.strip() == f"aj, version {version('ajspec')}"
+    assert version("ajspec") != "0.0.0+unknown"
 
 
 def test_unknown_command_fails() -> None:
@@ -74,7 +74,7 @@ def test_main_module_runs_like_the_script() -> None:
         [sys.executable, "-m", "autojudge.cli.main", "--version"], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"aj, version {version('autojudge')}"
+    assert proc.stdout.strip() == f"aj, version {version('ajspec')}"
 
 
 def test_tasks_table_has_one_line_per_task() -> None:

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from autojudge.core.data import DatasetNotFoundError
-from autojudge.core.mining_run import mining_meta
+from autojudge.core.mining.run import mining_meta
 from autojudge.plugins.code.datafiles import MBPP_SPLITS, hash_half, humaneval_wheel_file, mbpp_split
 from autojudge.plugins.code.humaneval import HumanEvalTask
 from autojudge.plugins.code.mbpp import MBPPTask
@@ -59,7 +59,7 @@ def test_cli_dataset_errors_name_the_valid_values(tmp_path):
 def test_mined_metadata_records_the_resolved_dataset():
     from types import SimpleNamespace
 
-    from autojudge.core.mining import MiningConfig
+    from autojudge.core.mining.steps import MiningConfig
 
     model = SimpleNamespace(fingerprint=lambda: {"id": "m"}, dtype="torch.float32")
     pair = SimpleNamespace(draft=model, target=model)

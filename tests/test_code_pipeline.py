@@ -14,7 +14,7 @@ import torch
 from conftest import make_char_tokenizer, make_tiny_model, noisy_copy
 
 from autojudge.core.models import LoadedModel, ModelPair
-from autojudge.core.pipeline import PipelineError, RunConfig, run_pipeline
+from autojudge.core.run.pipeline import PipelineError, RunConfig, run_pipeline
 
 
 @pytest.fixture(scope="module")

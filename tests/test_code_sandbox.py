@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from autojudge.core.compare import sandboxed as runner
+from autojudge.core.compare.program_results import compare_results, same_program
 from autojudge.core.task import Example
-from autojudge.plugins.code import runner
-from autojudge.plugins.code.equivalence import compare_results, same_program
 from autojudge.plugins.code.humaneval import HumanEvalTask
 from autojudge.plugins.code.livecodebench import LiveCodeBenchTask
 from autojudge.plugins.code.mbpp import MBPPTask

@@ -15,9 +15,8 @@ import sys
 import pytest
 
 from autojudge.core.engine import SpeculativeEngine
-from autojudge.core.judge import NeverAccept
+from autojudge.core.judge import NeverAccept, TopKJudge
 from autojudge.core.models import layer_dropped_copy, load_model, load_pair
-from autojudge.judges.baselines import TopKJudge
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autojudge.core.engine import SpeculativeEngine
-from autojudge.core.evaluate import (
+from autojudge.core.run.evaluate import (
     EvalSettings,
     ModeSpec,
     aggregate_modes,
@@ -19,7 +19,7 @@ from autojudge.core.evaluate import (
     metrics_from_row,
     read_rows,
 )
-from autojudge.core.pipeline import select_threshold
+from autojudge.core.run.pipeline import select_threshold
 from autojudge.plugins.toy import ToyArithmeticTask
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from autojudge.core.llmjudge import (
+from autojudge.core.compare.llm import (
     PROMPT_VERSION,
     ChatBackend,
     ChatRequest,
@@ -34,8 +34,8 @@ from autojudge.core.llmjudge import (
     parse_judge_spec,
     parse_verdict,
 )
-from autojudge.core.llmjudge import prompt as prompt_mod
-from autojudge.core.llmjudge.cache import default_cache_path, reply_key
+from autojudge.core.compare.llm import prompt as prompt_mod
+from autojudge.core.compare.llm.cache import default_cache_path, reply_key
 from autojudge.core.task import Example
 
 Y, N, C = Verdict.YES, Verdict.NO, Verdict.CANNOT_TELL
@@ -313,7 +313,7 @@ def test_cache_is_shared_between_processes(tmp_path):
     path = tmp_path / "shared.sqlite3"
     ReplyCache(path).put("k1", "Same: Yes", judge_id="j", prompt_version="v")
     code = (
-        "import sys; from autojudge.core.llmjudge.cache import ReplyCache; c = ReplyCache(sys.argv[1]); "
+        "import sys; from autojudge.core.compare.llm.cache import ReplyCache; c = ReplyCache(sys.argv[1]); "
         "assert c.get('k1') == 'Same: Yes'; c.put('k2', 'Same: No', judge_id='j', prompt_version='v')"
     )
     subprocess.run([sys.executable, "-c", code, str(path)], check=True)
@@ -519,7 +519,7 @@ def test_docs_show_the_prompt_verbatim():
 
 def test_agreement_pairs_carry_math_verify_truth():
     """The labelled set of bench/bench_llm_judge_agreement.py: balanced, truth = math equivalence."""
-    from autojudge.plugins.math.equivalence import equivalent_answers
+    from autojudge.core.compare.math_verify import equivalent_answers
     from autojudge.plugins.math.extract import extract_final_answer
 
     rows = [json.loads(line) for line in (REPO / "tests" / "data" / "qa_judge_pairs.jsonl").read_text().splitlines()]
@@ -536,7 +536,7 @@ def test_local_backend_batches_greedy_requests_on_a_tiny_model():
     """The local path end to end on a tiny random model (real transformers generate, no weights to load)."""
     from conftest import make_char_tokenizer, make_tiny_model
 
-    from autojudge.core.llmjudge import LocalChatJudge
+    from autojudge.core.compare.llm import LocalChatJudge
 
     tok = make_char_tokenizer()
     tok.pad_token = None  # a tokenizer without a pad token must still batch, and be left as it was

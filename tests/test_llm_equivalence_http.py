@@ -11,7 +11,7 @@ import socket
 import pytest
 from llmjudge_server import OpenAICompatServer, Reply, model_responder
 
-from autojudge.core.llmjudge import (
+from autojudge.core.compare.llm import (
     ChatRequest,
     JudgeBackendError,
     JudgeSettings,

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from autojudge.core.llmjudge import (
+from autojudge.core.compare.llm import (
     JudgeSettings,
     LLMEquivalenceChecker,
     LocalChatJudge,

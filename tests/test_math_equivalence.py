@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from autojudge.core.task import Example
-from autojudge.plugins.math import checks
-from autojudge.plugins.math.equivalence import (
+from autojudge.core.compare import math as checks
+from autojudge.core.compare.math_verify import (
     correct_answer,
     equivalent_answers,
     fast_compare,
@@ -23,6 +22,7 @@ from autojudge.plugins.math.equivalence import (
     parse_answer,
     verify_parsed,
 )
+from autojudge.core.task import Example
 from autojudge.plugins.math.gsm8k import GSM8KTask
 from autojudge.plugins.math.math500 import Math500Task
 

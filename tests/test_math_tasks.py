@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from autojudge.core.compare import math as checks
+from autojudge.core.compare.math_verify import fast_compare
 from autojudge.core.data import DatasetNotFoundError
 from autojudge.core.task import Example, validate_task
 from autojudge.plugins.manager import get_task, load_plugins
-from autojudge.plugins.math import checks
 from autojudge.plugins.math.datafiles import math500_half
-from autojudge.plugins.math.equivalence import fast_compare
 from autojudge.plugins.math.gsm8k import GSM8K8ShotTask, GSM8KTask
 from autojudge.plugins.math.math500 import Math500Task, math500_example_id
 from autojudge.plugins.math.prompts import FEWSHOT_ENV, ZERO_SHOT_INSTRUCTION, fewshot_exemplars

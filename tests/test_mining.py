@@ -15,9 +15,9 @@ import torch
 from conftest import save_tiny_pair
 from safetensors.torch import load_file
 
-from autojudge.core.mined_store import MinedStore, MinedStoreError, merge_stores
-from autojudge.core.mining import Miner, MiningConfig
-from autojudge.core.mining_run import mine_task
+from autojudge.core.mining.run import mine_task
+from autojudge.core.mining.steps import Miner, MiningConfig
+from autojudge.core.mining.store import MinedStore, MinedStoreError, merge_stores
 from autojudge.core.models import LoadedModel, ModelPair
 from autojudge.plugins.toy import ToyArithmeticTask
 
@@ -90,7 +90,7 @@ class _FailingChecks(ToyArithmeticTask):
     """The toy task whose equivalence check always fails (a sandbox or judge endpoint that is down)."""
 
     def equivalent_outcomes(self, items):
-        from autojudge.core.checkpool import CheckOutcome
+        from autojudge.core.compare.pool import CheckOutcome
 
         return [CheckOutcome(error="SandboxError: daemon unreachable") for _ in items]
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from test_mining import MAX_NEW, mined_content
 
-from autojudge.core.mined_store import MinedStore
-from autojudge.core.mining import Miner, MiningConfig, PromptResult
-from autojudge.core.mining_pipeline import PipelinedMiner
-from autojudge.core.mining_run import mine_task
+from autojudge.core.mining.pipelined import PipelinedMiner
+from autojudge.core.mining.run import mine_task
+from autojudge.core.mining.steps import Miner, MiningConfig, PromptResult
+from autojudge.core.mining.store import MinedStore
 from autojudge.core.models import LoadedModel, ModelPair
 from autojudge.plugins.toy import ToyArithmeticTask
 

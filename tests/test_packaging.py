@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
 PACKAGE_DIR: dict[str, str] = SETUPTOOLS["package-dir"]
-EXAMPLE_PLUGIN = REPO / "tests" / "plugins" / "autojudge-example"
+EXAMPLE_PLUGIN = REPO / "tests" / "plugins" / "ajspec-example"
 README = REPO / "README.md"
 #: names that must never be importable as top-level packages after installing autojudge
 GENERIC = ("core", "cli", "judges", "plugins", "sandbox", "tests", "bench", "docs")
@@ -96,7 +96,7 @@ def test_non_python_files_are_package_data() -> None:
 def test_console_script_and_entry_point_group() -> None:
     assert PYPROJECT["project"]["scripts"] == {"aj": "autojudge.cli.main:main"}
     example = tomllib.loads((EXAMPLE_PLUGIN / "pyproject.toml").read_text(encoding="utf-8"))
-    assert example["project"]["entry-points"]["autojudge"] == {"example": "autojudge_example"}
+    assert example["project"]["entry-points"]["autojudge"] == {"example": "ajspec_example"}
 
 
 # -- fresh virtual environments --------------------------------------------------------------------
@@ -243,15 +243,15 @@ def test_example_plugin_discovered_in_a_fresh_venv(wheel_venv: tuple[Path, Path]
 
     plugins = json.loads(run_in(python, cwd, "aj", "plugins").stdout)
     example = next(p for p in plugins["plugins"] if p["name"] == "example")
-    assert example["source"] == "autojudge-example" and example["tasks"] == ["example-wordcount"]
+    assert example["source"] == "ajspec-example" and example["tasks"] == ["example-wordcount"]
 
     script = (
-        "import json, autojudge_example\n"
+        "import json, ajspec_example\n"
         "from autojudge.plugins.manager import get_task\n"
         "t = get_task('example-wordcount')\n"
         "rows = t.load(t.eval_split)\n"
         "a = t.extract_answer('It has 2 words.')\n"
-        "print(json.dumps({'file': autojudge_example.__file__, 'n': len(rows), 'q': rows[0].question,\n"
+        "print(json.dumps({'file': ajspec_example.__file__, 'n': len(rows), 'q': rows[0].question,\n"
         "  'a': a, 'ok': t.is_correct(a, rows[0]), 'eq': t.equivalent(a, 2, rows[0]),\n"
         "  'bad': t.is_correct(t.extract_answer('3'), rows[0])}))\n"
     )
@@ -264,7 +264,7 @@ def test_example_plugin_discovered_in_a_fresh_venv(wheel_venv: tuple[Path, Path]
 
     hidden = run_in(python, cwd, "aj", "tasks", AJ_LOAD_PLUGINS="")
     assert hidden.returncode == 0 and "example-wordcount" not in hidden.stdout
-    chosen = run_in(python, cwd, "aj", "tasks", AJ_LOAD_PLUGINS="autojudge-example")
+    chosen = run_in(python, cwd, "aj", "tasks", AJ_LOAD_PLUGINS="ajspec-example")
     assert "example-wordcount" in chosen.stdout
 
 
@@ -281,8 +281,8 @@ def readme_block(marker: str) -> str:
 
 def test_readme_plugin_example_is_the_tested_example_plugin() -> None:
     snippet = readme_block("example-plugin-module")
-    module = (EXAMPLE_PLUGIN / "autojudge_example" / "__init__.py").read_text(encoding="utf-8")
-    assert snippet == module, "README's plugin example and tests/plugins/autojudge-example differ"
+    module = (EXAMPLE_PLUGIN / "ajspec_example" / "__init__.py").read_text(encoding="utf-8")
+    assert snippet == module, "README's plugin example and tests/plugins/ajspec-example differ"
     assert len(snippet.splitlines()) < 30
     entry = readme_block("example-plugin-pyproject")
     pyproject = (EXAMPLE_PLUGIN / "pyproject.toml").read_text(encoding="utf-8")

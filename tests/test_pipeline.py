@@ -17,11 +17,11 @@ import torch
 from conftest import make_char_tokenizer, make_tiny_model, noisy_copy, save_tiny_pair
 
 from autojudge.core.engine import SpeculativeEngine
-from autojudge.core.evaluate import aggregate_rows, read_rows
-from autojudge.core.mined_store import MinedStore
+from autojudge.core.mining.store import MinedStore
 from autojudge.core.models import LoadedModel, ModelPair
-from autojudge.core.pipeline import STAGES, Pipeline, PipelineError, RunConfig, run_pipeline
-from autojudge.core.report import PLOTS
+from autojudge.core.run.evaluate import aggregate_rows, read_rows
+from autojudge.core.run.pipeline import STAGES, Pipeline, PipelineError, RunConfig, run_pipeline
+from autojudge.core.run.report import PLOTS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SETTINGS = dict(task="toy-arith", mine_limit=8, val_limit=3, eval_limit=3, max_new_tokens=32, k=4, progress=False,
@@ -173,9 +173,9 @@ def test_mined_data_is_never_silently_reused_for_a_smaller_limit(pair, base_run,
 
 def test_run_on_sharded_mining_merged_elsewhere(pair, base_run, tmp_path):
     """`aj mine --shard` x2 + `aj mine-merge`, then `aj run --mined DIR`: same judge as mining in the run."""
-    from autojudge.core.mined_store import merge_stores
-    from autojudge.core.mining import MiningConfig
-    from autojudge.core.mining_run import mine_task
+    from autojudge.core.mining.run import mine_task
+    from autojudge.core.mining.steps import MiningConfig
+    from autojudge.core.mining.store import merge_stores
     from autojudge.plugins.toy import ToyArithmeticTask
 
     task, cfg = ToyArithmeticTask(), MiningConfig(max_new_tokens=SETTINGS["max_new_tokens"], draft_k=SETTINGS["k"])

@@ -24,7 +24,7 @@ from autojudge.plugins import manager
 from autojudge.plugins.toy import ToyArithmeticTask
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_PLUGIN = REPO / "tests" / "plugins" / "autojudge-example"
+EXAMPLE_PLUGIN = REPO / "tests" / "plugins" / "ajspec-example"
 
 # -- fake third-party plugins ------------------------------------------------------------------
 
@@ -193,16 +193,16 @@ def make_distribution(root: Path, dist: str, entry_points: dict[str, str], modul
 
 #: entry-point name -> (distribution, entry-point value, module name, module source)
 FAKE_PLUGINS: dict[str, tuple[str, str, str, str]] = {
-    "good": ("autojudge-good", "ajt_good", "ajt_good", GOOD),
-    "importboom": ("autojudge-importboom", "ajt_importboom", "ajt_importboom", IMPORT_ERROR),
-    "sysexit": ("autojudge-sysexit", "ajt_sysexit", "ajt_sysexit", SYS_EXIT),
-    "missingattr": ("autojudge-missingattr", "ajt_good:no_such_object", "", ""),
-    "malformed": ("autojudge-malformed", "ajt_malformed", "ajt_malformed", MALFORMED),
-    "hookraises": ("autojudge-hookraises", "ajt_hookraises", "ajt_hookraises", HOOK_RAISES),
-    "badsig": ("autojudge-badsig", "ajt_badsig", "ajt_badsig", BAD_SIGNATURE),
-    "typo": ("autojudge-typo", "ajt_typo", "ajt_typo", TYPO_HOOK),
-    "nohooks": ("autojudge-nohooks", "ajt_nohooks", "ajt_nohooks", NO_HOOKS),
-    "duplicate": ("autojudge-duplicate", "ajt_duplicate", "ajt_duplicate", DUPLICATE),
+    "good": ("ajspec-good", "ajt_good", "ajt_good", GOOD),
+    "importboom": ("ajspec-importboom", "ajt_importboom", "ajt_importboom", IMPORT_ERROR),
+    "sysexit": ("ajspec-sysexit", "ajt_sysexit", "ajt_sysexit", SYS_EXIT),
+    "missingattr": ("ajspec-missingattr", "ajt_good:no_such_object", "", ""),
+    "malformed": ("ajspec-malformed", "ajt_malformed", "ajt_malformed", MALFORMED),
+    "hookraises": ("ajspec-hookraises", "ajt_hookraises", "ajt_hookraises", HOOK_RAISES),
+    "badsig": ("ajspec-badsig", "ajt_badsig", "ajt_badsig", BAD_SIGNATURE),
+    "typo": ("ajspec-typo", "ajt_typo", "ajt_typo", TYPO_HOOK),
+    "nohooks": ("ajspec-nohooks", "ajt_nohooks", "ajt_nohooks", NO_HOOKS),
+    "duplicate": ("ajspec-duplicate", "ajt_duplicate", "ajt_duplicate", DUPLICATE),
 }
 BROKEN = sorted(set(FAKE_PLUGINS) - {"good"})
 
@@ -220,7 +220,7 @@ def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     modules_before = set(sys.modules)
     yield
     for name in set(sys.modules) - modules_before:
-        if name.startswith(("ajt_", "autojudge_example")):
+        if name.startswith(("ajt_", "ajspec_example")):
             del sys.modules[name]
     manager._registry = None  # the next caller loads the real plugins again
 
@@ -321,7 +321,7 @@ def test_broken_plugins_warn_by_name_and_do_not_take_down_the_others(fake_plugin
     reg, messages = load_recording()
 
     # the good plugin and the built-in task survive every broken neighbour
-    assert "good" in reg.plugins and reg.plugins["good"].source == "autojudge-good"
+    assert "good" in reg.plugins and reg.plugins["good"].source == "ajspec-good"
     assert reg.plugins["good"].version == "0.1"
     assert reg.plugins["good"].tasks == ["good-task"]
     assert reg.task_owner["good-task"] == "good"
@@ -340,7 +340,7 @@ def test_broken_plugins_warn_by_name_and_do_not_take_down_the_others(fake_plugin
         return " | ".join(found)
 
     assert "failed to import" in only("importboom") and "boom at import time" in only("importboom")
-    assert "autojudge-importboom" in only("importboom") and manager.LOAD_PLUGINS_ENV in only("importboom")
+    assert "ajspec-importboom" in only("importboom") and manager.LOAD_PLUGINS_ENV in only("importboom")
     assert "failed to import" in only("sysexit") and "SystemExit" in only("sysexit")
     assert "failed to import" in only("missingattr") and "no_such_object" in only("missingattr")
     assert "exploded inside register_tasks" in only("hookraises")
@@ -395,8 +395,8 @@ def test_a_plugin_cannot_replace_an_existing_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_registry: None
 ) -> None:
     root = tmp_path / "site"
-    make_distribution(root, "autojudge-clobber", {"clobber": "ajt_clobber"}, {"ajt_clobber": CLOBBER})
-    make_distribution(root, "autojudge-good", {"good": "ajt_good"}, {"ajt_good": GOOD})
+    make_distribution(root, "ajspec-clobber", {"clobber": "ajt_clobber"}, {"ajt_clobber": CLOBBER})
+    make_distribution(root, "ajspec-good", {"good": "ajt_good"}, {"ajt_good": GOOD})
     monkeypatch.syspath_prepend(str(root))
     load_recording()
     group = click.Group()
@@ -421,8 +421,8 @@ def test_a_plugin_cannot_replace_an_existing_command(
         ("", set()),
         ("good", {"good"}),
         (" good , malformed ", {"good", "malformed"}),
-        ("autojudge-good", {"good"}),  # a distribution name
-        ("Autojudge_Good", {"good"}),  # distribution names compare in normalised form
+        ("ajspec-good", {"good"}),  # a distribution name
+        ("Ajspec_Good", {"good"}),  # distribution names compare in normalised form
         ("not-installed", set()),
     ],
 )
@@ -446,8 +446,8 @@ def test_aj_load_plugins_restricts_external_plugins(
 
 def test_two_entry_points_with_one_name_warn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_registry: None) -> None:
     root = tmp_path / "site"
-    make_distribution(root, "autojudge-first", {"samename": "ajt_first"}, {"ajt_first": GOOD})
-    make_distribution(root, "autojudge-second", {"samename": "ajt_second"}, {"ajt_second": GOOD})
+    make_distribution(root, "ajspec-first", {"samename": "ajt_first"}, {"ajt_first": GOOD})
+    make_distribution(root, "ajspec-second", {"samename": "ajt_second"}, {"ajt_second": GOOD})
     monkeypatch.syspath_prepend(str(root))
     reg, messages = load_recording()
     assert "samename" in reg.plugins
@@ -462,7 +462,7 @@ def test_plugins_info_is_json(fake_plugins: Path) -> None:
     assert by_name["builtin:toy"]["source"] == "builtin"
     assert by_name["good"] == {
         "name": "good",
-        "source": "autojudge-good",
+        "source": "ajspec-good",
         "version": "0.1",
         "hooks": ["register_commands", "register_tasks"],
         "tasks": ["good-task"],
@@ -536,7 +536,7 @@ def test_aj_load_plugins_through_the_command(fake_site: Path) -> None:
     assert {r["plugin"] for r in rows} <= {n for n in manager.load_plugins().plugins if n.startswith("builtin:")}
 
 
-# -- the example third-party plugin (tests/plugins/autojudge-example) --------------------------
+# -- the example third-party plugin (tests/plugins/ajspec-example) --------------------------
 
 
 def test_example_plugin_through_the_library_api(
@@ -544,7 +544,7 @@ def test_example_plugin_through_the_library_api(
 ) -> None:
     """The example package, discovered through an entry point, used only through autojudge's API."""
     root = tmp_path / "site"
-    make_distribution(root, "autojudge-example", {"example": "autojudge_example"}, {})
+    make_distribution(root, "ajspec-example", {"example": "ajspec_example"}, {})
     monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN))
     monkeypatch.syspath_prepend(str(root))
     reg, messages = load_recording()
@@ -575,11 +575,11 @@ def test_example_plugin_is_installed_in_this_environment(isolated_registry: None
     from importlib.metadata import PackageNotFoundError, distribution
 
     try:
-        dist = distribution("autojudge-example")
+        dist = distribution("ajspec-example")
     except PackageNotFoundError:
-        pytest.fail("autojudge-example is not installed here: run `bash .ci/install` (it installs it into .venv)")
+        pytest.fail("ajspec-example is not installed here: run `bash .ci/install` (it installs it into .venv)")
     eps = [ep for ep in dist.entry_points if ep.group == "autojudge"]
-    assert [(ep.name, ep.value) for ep in eps] == [("example", "autojudge_example")]
+    assert [(ep.name, ep.value) for ep in eps] == [("example", "ajspec_example")]
     proc = subprocess.run(
         aj_command() + ["tasks"],
         capture_output=True,

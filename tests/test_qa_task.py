@@ -18,10 +18,10 @@ import pytest
 from conftest import save_tiny_pair
 from llmjudge_server import OpenAICompatServer, Reply
 
+from autojudge.core.compare.llm import JudgeBackendError, normalize_answer
+from autojudge.core.compare.llm.prompt import build_messages
 from autojudge.core.data import DatasetNotFoundError
-from autojudge.core.llmjudge import JudgeBackendError, normalize_answer
-from autojudge.core.llmjudge.prompt import build_messages
-from autojudge.core.mined_store import MinedStore
+from autojudge.core.mining.store import MinedStore
 from autojudge.plugins.manager import get_task, load_plugins, plugins_info
 from autojudge.plugins.qa.task import QATask, extract_qa_answer, qa_split_of
 

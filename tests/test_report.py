@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from autojudge.core.evaluate import ModeSpec
-from autojudge.core.report import PLOTS, markdown_table, write_report
+from autojudge.core.run.evaluate import ModeSpec
+from autojudge.core.run.report import PLOTS, markdown_table, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

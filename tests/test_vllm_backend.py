@@ -12,9 +12,9 @@ import pytest
 import torch
 from vllm_helpers import QUESTIONS, chat, linear_judge_artifact, save_layer_dropped_draft
 
+from autojudge.core.backends.vllm import require_vllm
 from autojudge.core.engine import SpeculativeEngine
 from autojudge.core.models import load_model
-from autojudge.core.vllm_backend import require_vllm
 from autojudge.judges.artifact import save_judge
 from autojudge.judges.spec import load_judge_spec
 
@@ -26,7 +26,7 @@ K, N = 4, 40
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     require_vllm()  # fails with the install hint when vLLM is missing
-    from autojudge.core.vllm_backend.engine import VLLMEngine
+    from autojudge.core.backends.vllm.engine import VLLMEngine
 
     tmp = tmp_path_factory.mktemp("vllm")
     draft_dir = save_layer_dropped_draft(tmp / "draft24")

@@ -12,9 +12,9 @@ import sys
 import pytest
 import torch
 
+from autojudge.core.backends.vllm import VLLMUnavailableError, require_vllm
+from autojudge.core.backends.vllm.judging import JudgeCounters, force_accept, judge_step, token_request_index
 from autojudge.core.judge import AlwaysAccept, LinearJudge, MismatchFeatures, NeverAccept
-from autojudge.core.vllm_backend import VLLMUnavailableError, require_vllm
-from autojudge.core.vllm_backend.judging import JudgeCounters, force_accept, judge_step, token_request_index
 
 V, H = 50, 8
 
@@ -133,12 +133,12 @@ def test_counters_count_a_sampler_output():
 
 def test_missing_vllm_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail
-    with pytest.raises(VLLMUnavailableError, match=r"autojudge\[vllm\]"):
+    with pytest.raises(VLLMUnavailableError, match=r"ajspec\[vllm\]"):
         require_vllm()
 
 
 def test_engine_style_metrics_are_rebuilt_from_per_position_counts():
-    from autojudge.core.vllm_backend.engine import VLLMMetrics, generation_metrics
+    from autojudge.core.backends.vllm.engine import VLLMMetrics, generation_metrics
 
     # 5 verifications: accepted lengths {0, 1, 1, 2, 3} -> position counts [4, 2, 1]
     m = VLLMMetrics(num_drafts=5, num_draft_tokens=15, num_accepted_tokens=7, accepted_per_position=[4, 2, 1],
@@ -151,8 +151,8 @@ def test_engine_style_metrics_are_rebuilt_from_per_position_counts():
 
 
 def test_engine_judges_map_to_vllm_specs(tmp_path):
-    from autojudge.core.vllm_backend.engine import judge_spec_of
-    from autojudge.judges.baselines import ProbThresholdJudge, TopKJudge
+    from autojudge.core.backends.vllm.engine import judge_spec_of
+    from autojudge.core.judge import ProbThresholdJudge, TopKJudge
 
     assert judge_spec_of(NeverAccept()) == "never" and judge_spec_of(AlwaysAccept()) == "always"
     assert judge_spec_of(TopKJudge(3)) == "topk:3" and judge_spec_of(ProbThresholdJudge(0.2)) == "prob:0.2"
@@ -165,8 +165,8 @@ def test_engine_judges_map_to_vllm_specs(tmp_path):
 
 
 def test_dd_judges_are_refused_for_vllm(tmp_path):
-    from autojudge.core.pipeline import RunConfig
-    from autojudge.core.vllm_backend.worker import check_vllm_features
+    from autojudge.core.backends.vllm.worker import check_vllm_features
+    from autojudge.core.run.pipeline import RunConfig
 
     with pytest.raises(ValueError, match=r"'dd\+dt'.*supports 'dt', 'dt\+x'"):
         check_vllm_features(LinearJudge({"dd": torch.zeros(H), "dt": torch.zeros(H)}, 0.0, 0.5, ("dd", "dt")))

@@ -11,11 +11,11 @@ import pytest
 import torch
 from vllm_helpers import save_layer_dropped_draft
 
-from autojudge.core.mined_store import MinedStore, merge_stores
-from autojudge.core.mining import Miner, MiningConfig
-from autojudge.core.mining_run import mine_task
+from autojudge.core.backends.vllm import require_vllm
+from autojudge.core.mining.run import mine_task
+from autojudge.core.mining.steps import Miner, MiningConfig
+from autojudge.core.mining.store import MinedStore, merge_stores
 from autojudge.core.models import ModelPair, load_model
-from autojudge.core.vllm_backend import require_vllm
 from autojudge.plugins.toy import ToyArithmeticTask
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
@@ -26,7 +26,7 @@ N_PROMPTS, MAX_NEW = 3, 40
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     require_vllm()
-    from autojudge.core.vllm_backend.engine import VLLMEngine
+    from autojudge.core.backends.vllm.engine import VLLMEngine
 
     tmp = tmp_path_factory.mktemp("vllm-mining")
     draft_dir = save_layer_dropped_draft(tmp / "draft24")
@@ -39,7 +39,7 @@ def setup(tmp_path_factory):
 
 
 def test_vllm_mining_labels_equal_the_transformers_miner(setup):
-    from autojudge.core.vllm_backend.mining import VLLMMiner
+    from autojudge.core.mining.vllm import VLLMMiner
 
     pair, engine = setup["pair"], setup["engine"]
     task = ToyArithmeticTask()

@@ -14,9 +14,9 @@ import pytest
 from vllm_helpers import save_layer_dropped_draft
 
 from autojudge.core import presets
-from autojudge.core.evaluate import read_rows
-from autojudge.core.pipeline import RunConfig, run_pipeline
-from autojudge.core.vllm_backend import require_vllm
+from autojudge.core.backends.vllm import require_vllm
+from autojudge.core.run.evaluate import read_rows
+from autojudge.core.run.pipeline import RunConfig, run_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.slow]
 

@@ -20,10 +20,10 @@ import urllib.request
 import pytest
 from vllm_helpers import QUESTIONS, chat, linear_judge_artifact, save_layer_dropped_draft
 
+from autojudge.core.backends.vllm import require_vllm
+from autojudge.core.compare.llm import LLMEquivalenceChecker, OpenAIChatJudge, ReplyCache
 from autojudge.core.engine import SpeculativeEngine
-from autojudge.core.llmjudge import LLMEquivalenceChecker, OpenAIChatJudge, ReplyCache
 from autojudge.core.models import load_model
-from autojudge.core.vllm_backend import require_vllm
 from autojudge.judges.spec import load_judge_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]

@@ -3,9 +3,9 @@
 Subclasses set ``name``, ``description``, the splits, ``test_timeout`` and implement
 ``load``, ``build_messages`` and :meth:`CodeTask.build_suite` (the problem's tests as
 sandbox tests). Answers are code strings (JSON-serialisable). Every check runs the
-programs through :mod:`autojudge.plugins.code.runner` (shared sandbox, cached results);
+programs through :mod:`autojudge.core.compare.sandboxed` (shared sandbox, cached results);
 ``equivalent_outcomes`` / ``correct_outcomes`` run every program of a batch
-concurrently on the warm pool. The rule is in :mod:`autojudge.plugins.code.equivalence`.
+concurrently on the warm pool. The rule is in :mod:`autojudge.core.compare.program_results`.
 
 Instances hold plain attributes only (the sandbox backend name); test suites are cached
 per instance and dropped when pickled, so tasks travel to worker processes.
@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from autojudge.core.checkpool import CheckOutcome
+from autojudge.core.compare.pool import CheckOutcome
+from autojudge.core.compare.program_results import compare_results, correct_result, same_program
+from autojudge.core.compare.sandboxed import configured_backend, run_programs
 from autojudge.core.task import Example, Task
-from autojudge.plugins.code.equivalence import compare_results, correct_result, same_program
 from autojudge.plugins.code.extract import extract_code
-from autojudge.plugins.code.runner import configured_backend, run_programs
 from autojudge.sandbox import Program, ProgramResult, TestCase
 
 __all__ = ["CodeTask", "Suite"]

@@ -2,7 +2,7 @@
 
 Subclasses set ``name``, ``description``, the splits, ``numeric`` (GSM8K-style
 number normalisation) and implement ``load``. Checks run in the shared
-:class:`~autojudge.core.checkpool.CheckPool` of :mod:`autojudge.plugins.math.checks`
+:class:`~autojudge.core.compare.pool.CheckPool` of :mod:`autojudge.core.compare.math`
 with ``check_timeout`` seconds per check; a timed-out check is "not equivalent" /
 "not correct", and the ``*_outcomes`` methods say which checks timed out.
 """
@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
-from autojudge.core.checkpool import CheckOutcome
+from autojudge.core.compare import math as checks
+from autojudge.core.compare.pool import CheckOutcome
 from autojudge.core.task import Example, Messages, Task
-from autojudge.plugins.math import checks
 from autojudge.plugins.math.extract import extract_final_answer
 from autojudge.plugins.math.prompts import build_math_messages, check_fewshot
 

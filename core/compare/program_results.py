@@ -34,7 +34,7 @@ import ast
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from autojudge.plugins.code.runner import has_sandbox_error
+from autojudge.core.compare.sandboxed import has_sandbox_error
 from autojudge.sandbox import ProgramResult, TestCase
 from autojudge.sandbox.compare import same_output
 

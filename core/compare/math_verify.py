@@ -2,8 +2,8 @@
 
 These functions run **without any timeout** (math-verify's own ``signal.alarm``
 timeouts are disabled: they fail outside the main thread and cannot interrupt C
-code). Call them through :mod:`autojudge.plugins.math.checks`, which runs them in a
-:class:`autojudge.core.checkpool.CheckPool` with a hard per-check timeout.
+code). Call them through :mod:`autojudge.core.compare.math`, which runs them in a
+:class:`autojudge.core.compare.pool.CheckPool` with a hard per-check timeout.
 
 Rules:
 

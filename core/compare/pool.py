@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+from autojudge.core.task import BROKEN_PREFIX, CheckOutcome
+
 __all__ = ["BROKEN_PREFIX", "CheckOutcome", "CheckPool", "PoolBrokenError", "default_workers", "in_worker"]
 
 _ALLOWED_CONTEXTS = ("spawn", "forkserver")
@@ -58,8 +60,6 @@ _MAX_STARTUP_FAILURES = 3
 
 _IN_WORKER = False
 
-#: start of ``CheckOutcome.error`` for checks that failed because the pool itself broke
-BROKEN_PREFIX = "check pool is broken: "
 
 
 def in_worker() -> bool:
@@ -73,25 +73,6 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """Result of one check: ``value`` when it finished, else ``timed_out`` or ``error`` says why not."""
-
-    value: Any = None
-    timed_out: bool = False
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """The check finished without timing out or raising."""
-        return not self.timed_out and self.error is None
-
-    @property
-    def pool_broken(self) -> bool:
-        """The check never ran because the pool broke (not the check's fault)."""
-        return self.error is not None and self.error.startswith(BROKEN_PREFIX)
 
 
 class PoolBrokenError(RuntimeError):

@@ -18,53 +18,19 @@ nothing is lost and nothing is duplicated.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import save_file
-
-from autojudge.core.mining import PromptResult, stack_features
+from autojudge.core.files import atomic_save_tensors, atomic_write_bytes, atomic_write_json
+from autojudge.core.mining.steps import PromptResult, stack_features
 
 FORMAT = "autojudge-mined/1"
 
 
 class MinedStoreError(ValueError):
     """A mined directory is inconsistent with the requested run, or corrupt."""
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
-
-
-def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _comparable(meta: dict[str, Any]) -> dict[str, Any]:
@@ -141,9 +107,9 @@ class MinedStore:
         name = f"shard-{result.index:06d}"
         tensors = stack_features(result.records)
         if tensors:
-            _atomic_save_tensors(self.shards / f"{name}.safetensors", tensors)
+            atomic_save_tensors(self.shards / f"{name}.safetensors", tensors)
             rows = "".join(json.dumps(r.row(), default=str) + "\n" for r in result.records)
-            _atomic_write_bytes(self.shards / f"{name}.jsonl", rows.encode())
+            atomic_write_bytes(self.shards / f"{name}.jsonl", rows.encode())
         atomic_write_json(self.prompts / f"{result.index:06d}.json", result.summary_row())
 
     def prompt_rows(self) -> list[dict[str, Any]]:

@@ -2,14 +2,14 @@
 
 * ``vllm.general_plugins`` -> :func:`register` (vLLM calls it in every process). When the
   environment variable :data:`ENV_JUDGE` holds a judge config (JSON, see
-  :func:`autojudge.core.vllm_backend.worker.judge_config`), it wraps the model runners'
+  :func:`autojudge.core.backends.vllm.worker.judge_config`), it wraps the model runners'
   ``load_model`` so that each worker (every tensor-parallel rank) installs the judge right
   after loading the target and the draft, before the first request. Without the variable
   it does nothing.
 * ``vllm.endpoint_plugins`` -> :class:`AutojudgeEndpoint` (loaded only when named in
   ``VLLM_PLUGINS``): ``GET /autojudge/metrics`` returns the verification and judge
   counters as JSON through ``collective_rpc("judge_stats")`` (needs
-  ``--worker-extension-cls`` = :data:`~autojudge.core.vllm_backend.worker.WORKER_EXTENSION`).
+  ``--worker-extension-cls`` = :data:`~autojudge.core.backends.vllm.worker.WORKER_EXTENSION`).
   vLLM's own ``/metrics`` keeps its ``vllm:spec_decode_*`` counters, judge accepts included.
 """
 
@@ -51,8 +51,8 @@ def _wrap_load_model(cls: type) -> None:
         out = original(self, *args, **kwargs)
         cfg = judge_config_from_env()
         if cfg is not None:
-            from autojudge.core.vllm_backend.sampler import install_judge_on_runner
-            from autojudge.core.vllm_backend.worker import build_judge
+            from autojudge.core.backends.vllm.sampler import install_judge_on_runner
+            from autojudge.core.backends.vllm.worker import build_judge
 
             install_judge_on_runner(self, build_judge(cfg, device=str(self.device)))
             log.info("autojudge: judge %s installed in %s", cfg.get("spec"), type(self).__name__)
@@ -66,7 +66,7 @@ def register() -> None:
     """The ``vllm.general_plugins`` entry point: install the judge of :data:`ENV_JUDGE` in every model runner."""
     if judge_config_from_env() is None:
         return
-    from autojudge.core.vllm_backend import require_vllm
+    from autojudge.core.backends.vllm import require_vllm
 
     require_vllm()
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
@@ -99,7 +99,7 @@ class AutojudgeEndpoint:
             except Exception as e:  # noqa: BLE001 - the worker extension is missing or the engine failed
                 return JSONResponse(
                     {"error": f"judge_stats failed ({e}); start vLLM with --worker-extension-cls "
-                              "autojudge.core.vllm_backend.worker.AutojudgeWorkerExtension"},
+                              "autojudge.core.backends.vllm.worker.AutojudgeWorkerExtension"},
                     status_code=501,
                 )  # fmt: skip
             stats = dict(per_rank[0])

@@ -1,7 +1,7 @@
 """Writing a run's report: ``summary.json``, ``report.md`` and PNG plots (matplotlib, Agg backend).
 
-Input: the summary dict built by :mod:`autojudge.core.pipeline` (per-mode
-aggregates from :func:`autojudge.core.evaluate.aggregate_modes`, settings,
+Input: the summary dict built by :mod:`autojudge.core.run.pipeline` (per-mode
+aggregates from :func:`autojudge.core.run.evaluate.aggregate_modes`, settings,
 validation choice, stage timings). Outputs in the run directory:
 
 * ``summary.json``: the summary as strict JSON (non-finite numbers -> ``null``);
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autojudge.core.mined_store import atomic_write_json
+from autojudge.core.files import atomic_write_json
 
 PLOTS = ("accuracy_vs_acceptance.png", "tokens_per_s.png")
 

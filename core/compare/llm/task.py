@@ -3,9 +3,9 @@
 Subclass :class:`LLMJudgedTask` instead of :class:`~autojudge.core.task.Task`,
 implement ``load``, ``build_messages`` and ``extract_answer``, and set
 ``judge_env_prefix`` (the environment variables that configure the judge, see
-:mod:`autojudge.core.llmjudge.config`) and optionally ``default_judge``.
+:mod:`autojudge.core.compare.llm.config`) and optionally ``default_judge``.
 ``equivalent`` / ``equivalent_many`` / ``equivalent_outcomes`` / ``is_correct``
-then go through one :class:`~autojudge.core.llmjudge.checker.LLMEquivalenceChecker`
+then go through one :class:`~autojudge.core.compare.llm.checker.LLMEquivalenceChecker`
 per process, built on first use (never in ``__init__``):
 
 * the judge sees :meth:`judge_question` (default: ``example.question``) and the
@@ -20,7 +20,7 @@ per process, built on first use (never in ``__init__``):
   drops the built checker and builds its own on first use.
 
 Failure semantics: an unreachable or broken judge raises
-:class:`~autojudge.core.llmjudge.backends.JudgeBackendError` from every method
+:class:`~autojudge.core.compare.llm.backends.JudgeBackendError` from every method
 (after the backend's retries). It is never turned into a ``CheckOutcome`` with an
 error, because mining turns any non-``ok`` outcome into an *important* label and
 records only timeouts: an outage would silently write wrong labels. Raising
@@ -34,10 +34,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from autojudge.core.checkpool import CheckOutcome
-from autojudge.core.llmjudge.backends import JudgeBackendError
-from autojudge.core.llmjudge.checker import JudgeResult, LLMEquivalenceChecker, normalize_answer
-from autojudge.core.llmjudge.config import JudgeConfig
+from autojudge.core.compare.llm.backends import JudgeBackendError
+from autojudge.core.compare.llm.checker import JudgeResult, LLMEquivalenceChecker, normalize_answer
+from autojudge.core.compare.llm.config import JudgeConfig
+from autojudge.core.compare.pool import CheckOutcome
 from autojudge.core.task import Example, Task
 
 __all__ = ["LLMJudgedTask"]

@@ -6,7 +6,7 @@ for a *batch* of prompts:
 * ``ar``: target only (a vLLM engine without speculative decoding, created on first use);
 * ``sd``: vLLM's lossless speculative decoding with the draft model (``draft_model`` method);
 * ``judge``: the same, with an AutoJudge judge inside vLLM's verification
-  (:mod:`autojudge.core.vllm_backend.sampler`).
+  (:mod:`autojudge.core.backends.vllm.sampler`).
 
 Both vLLM engines run in this process by default (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
 ``distributed_executor_backend="uni"``): start-up is several times faster on a small
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autojudge.core.vllm_backend import require_vllm
-from autojudge.core.vllm_backend.worker import WORKER_EXTENSION, judge_config
+from autojudge.core.backends.vllm import require_vllm
+from autojudge.core.backends.vllm.worker import WORKER_EXTENSION, judge_config
 
 MODES = ("ar", "sd", "judge")
 
@@ -213,7 +213,7 @@ class VLLMEngine:
         if self._fingerprints is None:
             from transformers import AutoConfig, AutoTokenizer
 
-            from autojudge.judges.artifact import model_fingerprint
+            from autojudge.core.fingerprint import model_fingerprint
 
             fp = {"target": model_fingerprint(AutoConfig.from_pretrained(self.target_dir), self.tokenizer)}
             if self.draft_dir is not None:
@@ -225,7 +225,7 @@ class VLLMEngine:
 
     def judge_config(self, judge: str | Path, threshold: float | None = None) -> dict[str, Any]:
         """A judge config checked here (artifact readable, fingerprints, features) before workers load it."""
-        from autojudge.core.vllm_backend.worker import build_judge
+        from autojudge.core.backends.vllm.worker import build_judge
 
         fp = self.fingerprints()
         cfg = judge_config(
@@ -244,7 +244,7 @@ class VLLMEngine:
     def judge_stats(self, reset: bool = False) -> dict[str, Any]:
         """Verification and judge counters of the speculative engine (rank 0's; every rank decides alike)."""
         if "spec" not in self._llms:
-            from autojudge.core.vllm_backend.judging import COUNTER_NAMES
+            from autojudge.core.backends.vllm.judging import COUNTER_NAMES
 
             return {**dict.fromkeys(COUNTER_NAMES, 0), "accepted_per_position": []}
         return self._llms["spec"].collective_rpc("judge_stats", args=(reset,))[0]
@@ -353,8 +353,7 @@ def judge_spec_of(judge: Any, artifact: str | Path | None = None) -> str | dict[
     Baselines map to their names; a :class:`~autojudge.core.judge.LinearJudge` (loaded
     from ``artifact``) maps to the artifact path with the judge's threshold.
     """
-    from autojudge.core.judge import AlwaysAccept, LinearJudge, NeverAccept
-    from autojudge.judges.baselines import ProbThresholdJudge, TopKJudge
+    from autojudge.core.judge import AlwaysAccept, LinearJudge, NeverAccept, ProbThresholdJudge, TopKJudge
 
     if judge is None or isinstance(judge, (str, dict)):
         return judge

@@ -2,7 +2,7 @@
 
 :func:`mine_task` loads the split, skips prompts already done (``resume``),
 keeps only this process's share (``shard=(i, n)`` takes indices ``i mod n``),
-runs :class:`~autojudge.core.mining.Miner` on the remaining prompts (several in
+runs :class:`~autojudge.core.mining.steps.Miner` on the remaining prompts (several in
 flight, ``MiningConfig.inflight``; rollouts on vLLM with ``backend="vllm"``),
 writes each result atomically as soon as it is finished, shows progress
 (prompts, labels, important rate, ETA) and writes ``summary.json`` at the end.
@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from autojudge.core import __version__
-from autojudge.core.mined_store import MinedStore
-from autojudge.core.mining import Miner, MiningConfig
-from autojudge.core.mining_pipeline import PipelinedMiner
+from autojudge.core.mining.pipelined import PipelinedMiner
+from autojudge.core.mining.steps import Miner, MiningConfig
+from autojudge.core.mining.store import MinedStore
 from autojudge.core.task import Task
 
 
@@ -58,9 +58,9 @@ def mine_task(
 ) -> dict[str, Any]:
     """Mine ``task``'s split with ``pair`` (a ``ModelPair``) into ``out``; returns the summary.
 
-    ``config.inflight`` prompts are mined at once (:class:`~autojudge.core.mining_pipeline.PipelinedMiner`;
+    ``config.inflight`` prompts are mined at once (:class:`~autojudge.core.mining.pipelined.PipelinedMiner`;
     1: one after the other with :meth:`Miner.mine`). ``backend="vllm"`` runs the rollouts on vLLM
-    (:class:`~autojudge.core.vllm_backend.mining.VLLMMiner`, ``vllm_options`` passed to it); the labels
+    (:class:`~autojudge.core.mining.vllm.VLLMMiner`, ``vllm_options`` passed to it); the labels
     and ``meta.json`` are the same as with ``"transformers"``, each prompt records its backend.
     """
     config = config or MiningConfig()
@@ -79,7 +79,7 @@ def mine_task(
     args = (task, pair.target.model, pair.draft.model, pair.tokenizer, config)
     closer = None
     if backend == "vllm":
-        from autojudge.core.vllm_backend.mining import VLLMMiner
+        from autojudge.core.mining.vllm import VLLMMiner
 
         opts = {"target_path": pair.target.path or pair.target.id, **(vllm_options or {})}
         opts.setdefault("dtype", str(pair.target.dtype).replace("torch.", ""))

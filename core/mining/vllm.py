@@ -1,6 +1,6 @@
 """Mining on vLLM: the rollouts of all in-flight prompts as one batched, prefix-cached ``generate``.
 
-:class:`VLLMMiner` is a :class:`~autojudge.core.mining_pipeline.PipelinedMiner`
+:class:`VLLMMiner` is a :class:`~autojudge.core.mining.pipelined.PipelinedMiner`
 whose rollout backend is :class:`VLLMRollouts`: each round collects the pending
 rollout requests of every in-flight prompt (initial responses and swaps) and
 generates them in ONE ``LLM.generate`` call on a target-only vLLM engine with
@@ -12,7 +12,7 @@ prefix cache makes its prefill nearly free.
 The split of work (vLLM exposes no hidden states):
 
 * vLLM: every rollout (the target's greedy generation: the expensive part);
-* transformers, one :class:`~autojudge.core.mining.Miner` per in-flight prompt
+* transformers, one :class:`~autojudge.core.mining.steps.Miner` per in-flight prompt
   with its own KV caches: the draft's teacher-forced argmax and the features
   (``dt``, ``tt``, ``dd``, ``x``, ``draft_rank``), single prefills that reuse the
   prompt's cache. ``dt`` is computed there too (one extra target token).
@@ -45,8 +45,8 @@ from typing import Any
 import torch
 
 from autojudge.core.engine import StopChecker, default_eos_ids
-from autojudge.core.mining import Miner, MiningConfig, Rollout, RolloutRequest
-from autojudge.core.mining_pipeline import EventHook, PipelinedMiner, Slot
+from autojudge.core.mining.pipelined import EventHook, PipelinedMiner, Slot
+from autojudge.core.mining.steps import Miner, MiningConfig, Rollout, RolloutRequest
 from autojudge.core.task import Task
 
 
@@ -132,7 +132,7 @@ class VLLMMiner(PipelinedMiner):
     """Algorithm 1 with rollouts on vLLM; ``config.inflight`` prompts batched per round.
 
     ``target_path`` is the target's local model directory (what vLLM loads; the same
-    weights as ``target``). ``engine`` reuses a :class:`~autojudge.core.vllm_backend.engine.VLLMEngine`
+    weights as ``target``). ``engine`` reuses a :class:`~autojudge.core.backends.vllm.engine.VLLMEngine`
     (its target-only vLLM engine); otherwise one is built with ``dtype``, ``max_model_len``
     and ``kv_cache_gib``. :meth:`close` shuts it down when this miner built it.
     """
@@ -156,7 +156,7 @@ class VLLMMiner(PipelinedMiner):
             raise ValueError("naive mining regenerates rollouts token by token: use the transformers backend")
         self._own_engine = engine is None
         if engine is None:
-            from autojudge.core.vllm_backend.engine import VLLMEngine
+            from autojudge.core.backends.vllm.engine import VLLMEngine
 
             if target_path is None:
                 raise ValueError("VLLMMiner needs target_path (the target's model directory) or an engine")

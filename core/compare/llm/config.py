@@ -3,10 +3,10 @@
 A judge spec names the backend:
 
 * ``local:<preset-or-path>`` — a chat model run in-process with transformers
-  (:class:`~autojudge.core.llmjudge.backends.LocalChatJudge`): a preset name
+  (:class:`~autojudge.core.compare.llm.backends.LocalChatJudge`): a preset name
   (``aj models list``), a local Hugging Face directory or a ``.gguf`` file;
 * ``openai:<base-url>#<model>`` — an OpenAI-compatible endpoint
-  (:class:`~autojudge.core.llmjudge.backends.OpenAIChatJudge`), e.g.
+  (:class:`~autojudge.core.compare.llm.backends.OpenAIChatJudge`), e.g.
   ``openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct`` for ``vllm serve``.
 
 :meth:`JudgeConfig.from_env` reads one task's settings from variables sharing a
@@ -41,9 +41,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autojudge.core.llmjudge.backends import ChatBackend, LocalChatJudge, OpenAIChatJudge
-from autojudge.core.llmjudge.cache import ReplyCache, default_cache_path
-from autojudge.core.llmjudge.checker import JudgeSettings, LLMEquivalenceChecker
+from autojudge.core.compare.llm.backends import ChatBackend, LocalChatJudge, OpenAIChatJudge
+from autojudge.core.compare.llm.cache import ReplyCache, default_cache_path
+from autojudge.core.compare.llm.checker import JudgeSettings, LLMEquivalenceChecker
 
 __all__ = ["JudgeConfig", "JudgeConfigError", "parse_judge_spec"]
 
@@ -175,7 +175,7 @@ class JudgeConfig:
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly settings (the API key's variable name, never its value)."""
-        from autojudge.core.llmjudge.prompt import PROMPT_VERSION
+        from autojudge.core.compare.llm.prompt import PROMPT_VERSION
 
         d = asdict(self)
         kind, _ = parse_judge_spec(self.spec)

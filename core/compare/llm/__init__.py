@@ -2,7 +2,7 @@
 
 Public API (everything a task plugin needs)::
 
-    from autojudge.core.llmjudge import (
+    from autojudge.core.compare.llm import (
         LLMJudgedTask,            # Task base class: equivalence / correctness by the judge
         LLMEquivalenceChecker,    # the checker itself, for custom use
         JudgeConfig,              # spec + settings, from code or environment variables
@@ -10,32 +10,32 @@ Public API (everything a task plugin needs)::
         ReplyCache, Verdict, JudgeBackendError,
     )
 
-Modules: :mod:`~autojudge.core.llmjudge.prompt` (the versioned prompt and the
-reply parser), :mod:`~autojudge.core.llmjudge.backends`,
-:mod:`~autojudge.core.llmjudge.cache`, :mod:`~autojudge.core.llmjudge.checker`,
-:mod:`~autojudge.core.llmjudge.config`, :mod:`~autojudge.core.llmjudge.task`.
+Modules: :mod:`~autojudge.core.compare.llm.prompt` (the versioned prompt and the
+reply parser), :mod:`~autojudge.core.compare.llm.backends`,
+:mod:`~autojudge.core.compare.llm.cache`, :mod:`~autojudge.core.compare.llm.checker`,
+:mod:`~autojudge.core.compare.llm.config`, :mod:`~autojudge.core.compare.llm.task`.
 Nothing here imports torch or transformers until a local judge is first used.
 See docs/tasks-qa.md.
 """
 
-from autojudge.core.llmjudge.backends import (
+from autojudge.core.compare.llm.backends import (
     ChatBackend,
     ChatRequest,
     JudgeBackendError,
     LocalChatJudge,
     OpenAIChatJudge,
 )
-from autojudge.core.llmjudge.cache import ReplyCache, default_cache_path
-from autojudge.core.llmjudge.checker import (
+from autojudge.core.compare.llm.cache import ReplyCache, default_cache_path
+from autojudge.core.compare.llm.checker import (
     JudgeResult,
     JudgeSettings,
     LLMEquivalenceChecker,
     aggregate_votes,
     normalize_answer,
 )
-from autojudge.core.llmjudge.config import JudgeConfig, JudgeConfigError, parse_judge_spec
-from autojudge.core.llmjudge.prompt import PROMPT_VERSION, Verdict, build_messages, parse_verdict
-from autojudge.core.llmjudge.task import LLMJudgedTask
+from autojudge.core.compare.llm.config import JudgeConfig, JudgeConfigError, parse_judge_spec
+from autojudge.core.compare.llm.prompt import PROMPT_VERSION, Verdict, build_messages, parse_verdict
+from autojudge.core.compare.llm.task import LLMJudgedTask
 
 __all__ = [
     "PROMPT_VERSION",

@@ -1,9 +1,9 @@
 """Mining with several prompts in flight: checks overlap model work; rollouts may be batched.
 
-:class:`PipelinedMiner` runs :meth:`Miner.steps <autojudge.core.mining.Miner.steps>`
+:class:`PipelinedMiner` runs :meth:`Miner.steps <autojudge.core.mining.steps.Miner.steps>`
 (Algorithm 1 as a step machine) for up to ``inflight`` prompts at once:
 
-* every in-flight prompt has its own :class:`~autojudge.core.mining.Miner` (its
+* every in-flight prompt has its own :class:`~autojudge.core.mining.steps.Miner` (its
   own KV caches, the models' weights shared), so a prompt's rollouts reuse its
   own prefix cache exactly as when it is mined alone;
 * check requests (correctness, equivalence) go to one background thread, which
@@ -15,13 +15,13 @@
   thread, lowest prompt index first, by a *rollout backend*: one at a time with
   each prompt's own transformers engine (:class:`EngineRollouts`), or all ready
   rollouts as one batch (the vLLM backend,
-  :class:`autojudge.core.vllm_backend.mining.VLLMRollouts`).
+  :class:`autojudge.core.mining.vllm.VLLMRollouts`).
 
 Each prompt's records are those :meth:`Miner.mine` gives (the step machine and
 its model work are the same; in float32 only the speed counters of the first
 response may differ, by the prefix it shares with the prompt the miner held
 before). Results come out in completion order, which may differ from index
-order; :class:`~autojudge.core.mined_store.MinedStore` files them by index.
+order; :class:`~autojudge.core.mining.store.MinedStore` files them by index.
 
 Limits: one process; the transformers models run one request at a time (the
 gain is the checks' time, hidden behind model work, not batching); memory
@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 import torch
 
-from autojudge.core.mining import (
+from autojudge.core.mining.steps import (
     CheckRequest,
     CheckResult,
     Miner,

@@ -2,7 +2,7 @@
 
 Stages and their outputs in the run directory ``OUT``:
 
-1. ``mine``: :func:`autojudge.core.mining_run.mine_task` on the first ``mine_limit``
+1. ``mine``: :func:`autojudge.core.mining.run.mine_task` on the first ``mine_limit``
    prompts of the task's mining split -> ``OUT/mined``. With ``mined`` (``--mined DIR``)
    an existing ``aj mine`` / ``aj mine-merge`` directory is used instead, after checking
    that its task, split and models are this run's; validation then starts after the
@@ -19,7 +19,7 @@ Stages and their outputs in the run directory ``OUT``:
 4. ``evaluate``: the first ``eval_limit`` prompts of the eval split, modes ``ar``, ``sd``,
    the judge at ``thresholds`` + calibrated + recommended, and ``topk:K`` for each
    ``top_k`` -> ``OUT/eval/<mode>.jsonl``.
-5. ``report``: :func:`autojudge.core.report.write_report` -> ``summary.json``,
+5. ``report``: :func:`autojudge.core.run.report.write_report` -> ``summary.json``,
    ``report.md``, ``plots/*.png``.
 
 Caching: ``OUT/state.json`` records per stage an inputs hash (task, model
@@ -45,7 +45,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autojudge.core.evaluate import (
+from autojudge.core.files import atomic_write_json
+from autojudge.core.mining.store import MinedStore, MinedStoreError
+from autojudge.core.run.evaluate import (
     EvalSettings,
     ModeSpec,
     aggregate_modes,
@@ -57,7 +59,6 @@ from autojudge.core.evaluate import (
     mode_key,
     stable_hash,
 )
-from autojudge.core.mined_store import MinedStore, MinedStoreError, atomic_write_json
 
 STATE_FORMAT = "autojudge-run-state/1"
 STAGES: tuple[str, ...] = ("mine", "train", "select", "evaluate", "report")
@@ -239,7 +240,7 @@ class Pipeline:
 
     def engine(self):
         if self._engine is None and self.cfg.backend == "vllm":
-            from autojudge.core.vllm_backend.engine import PerPromptEngine, VLLMEngine
+            from autojudge.core.backends.vllm.engine import PerPromptEngine, VLLMEngine
 
             c = self.cfg
             dtype = str(self.pair.target.dtype).replace("torch.", "")
@@ -409,8 +410,8 @@ class Pipeline:
         return {"summary": store.summary(), "external": str(self.mined_dir)}  # read only: never written to
 
     def _run_mine(self, resume: bool) -> dict[str, Any]:
-        from autojudge.core.mining import MiningConfig
-        from autojudge.core.mining_run import mine_task
+        from autojudge.core.mining.run import mine_task
+        from autojudge.core.mining.steps import MiningConfig
 
         c = self.cfg
         if c.mined:
@@ -548,8 +549,8 @@ class Pipeline:
         return {"modes": [m.name for m in modes], "n": len(examples), "rows": sum(len(r) for r in rows.values())}
 
     def _run_report(self, resume: bool) -> dict[str, Any]:
-        from autojudge.core.evaluate import load_mode_rows
-        from autojudge.core.report import write_report
+        from autojudge.core.run.evaluate import load_mode_rows
+        from autojudge.core.run.report import write_report
 
         modes = self.eval_modes()
         rows = {m.name: load_mode_rows(self.eval_dir, m) for m in modes}

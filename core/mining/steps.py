@@ -50,10 +50,10 @@ or :class:`CheckResult` back; the draft argmax and the features it computes
 itself with the transformers models (single cheap prefills). Drivers run it:
 
 * :meth:`Miner.mine`: one prompt, everything in turn (the reference driver);
-* :class:`autojudge.core.mining_pipeline.PipelinedMiner`: several prompts in
+* :class:`autojudge.core.mining.pipelined.PipelinedMiner`: several prompts in
   flight; checks run in a background thread (through the task's own pool)
   while the models advance another prompt;
-* :class:`autojudge.core.vllm_backend.mining.VLLMMiner`: the rollouts of all
+* :class:`autojudge.core.mining.vllm.VLLMMiner`: the rollouts of all
   in-flight prompts as one batched vLLM ``generate`` with prefix caching.
 
 Every driver gives the same records as :meth:`Miner.mine` (float32; speed
@@ -72,7 +72,7 @@ from typing import Any
 
 import torch
 
-from autojudge.core.checkpool import CheckOutcome
+from autojudge.core.compare.pool import CheckOutcome
 from autojudge.core.drafters import DraftModelDrafter, LookupDrafter, RejoinDrafter
 from autojudge.core.engine import SpeculativeEngine
 from autojudge.core.judge import compute_extras

@@ -15,7 +15,7 @@ from typing import Any
 
 from autojudge.core.judge import Judge
 
-WORKER_EXTENSION = "autojudge.core.vllm_backend.worker.AutojudgeWorkerExtension"
+WORKER_EXTENSION = "autojudge.core.backends.vllm.worker.AutojudgeWorkerExtension"
 
 
 def judge_config(
@@ -78,7 +78,7 @@ class AutojudgeWorkerExtension:
 
     def install_judge(self, config: dict[str, Any] | None) -> dict[str, Any]:
         """Install (or with None: remove, i.e. lossless) a judge in this worker's model runner."""
-        from autojudge.core.vllm_backend.sampler import install_judge_on_runner
+        from autojudge.core.backends.vllm.sampler import install_judge_on_runner
 
         runner = self.model_runner  # type: ignore[attr-defined]
         judge = None if config is None else build_judge(config, device=str(runner.device))
@@ -87,7 +87,7 @@ class AutojudgeWorkerExtension:
 
     def judge_stats(self, reset: bool = False) -> dict[str, int]:
         """The judge's counters in this worker (zeros before any install); ``reset`` zeroes them after reading."""
-        from autojudge.core.vllm_backend.judging import COUNTER_NAMES
+        from autojudge.core.backends.vllm.judging import COUNTER_NAMES
 
         sampler = getattr(self.model_runner, "rejection_sampler", None)  # type: ignore[attr-defined]
         counters = getattr(sampler, "counters", None)

@@ -9,15 +9,15 @@ triples and returns a :class:`JudgeResult` per triple. Per triple it
    period) are equivalent (``YES``), unless ``exact_match_shortcut=False``;
 2. otherwise asks the judge ``samples`` times in the order (a, b), and, with
    ``both_orders``, as many times in the order (b, a) to cancel position bias;
-   replies come from the :class:`~autojudge.core.llmjudge.cache.ReplyCache`
+   replies come from the :class:`~autojudge.core.compare.llm.cache.ReplyCache`
    when present, and every new reply is cached as soon as its batch returns;
-3. parses each reply (:func:`~autojudge.core.llmjudge.prompt.parse_verdict`)
+3. parses each reply (:func:`~autojudge.core.compare.llm.prompt.parse_verdict`)
    and takes a strict majority over *all* votes: YES only if more than half
    the votes are YES, NO if more than half are NO, else CANNOT_TELL. With both
    orders and one sample each, equivalence needs a Yes in both orders.
 
 Only YES is equivalent: CANNOT_TELL and NO are not. Backend failures (after
-the backend's retries) raise :class:`~autojudge.core.llmjudge.backends.JudgeBackendError`;
+the backend's retries) raise :class:`~autojudge.core.compare.llm.backends.JudgeBackendError`;
 they never become a verdict. Replies that did arrive before the failure are
 cached first, so a retry resumes where it stopped.
 
@@ -34,10 +34,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autojudge.core.checkpool import CheckOutcome
-from autojudge.core.llmjudge.backends import ChatBackend, ChatRequest, JudgeBackendError
-from autojudge.core.llmjudge.cache import ReplyCache, reply_key
-from autojudge.core.llmjudge.prompt import PROMPT_VERSION, Verdict, build_messages, parse_verdict
+from autojudge.core.compare.llm.backends import ChatBackend, ChatRequest, JudgeBackendError
+from autojudge.core.compare.llm.cache import ReplyCache, reply_key
+from autojudge.core.compare.llm.prompt import PROMPT_VERSION, Verdict, build_messages, parse_verdict
+from autojudge.core.compare.pool import CheckOutcome
 
 __all__ = ["JudgeResult", "JudgeSettings", "LLMEquivalenceChecker", "aggregate_votes", "normalize_answer"]
 

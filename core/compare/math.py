@@ -2,7 +2,7 @@
 
 The pool is created lazily on the first check that needs SymPy (plain-number
 pairs are decided in-process by the fast path, see
-:mod:`autojudge.plugins.math.equivalence`), and is shared by every math task in
+:mod:`autojudge.core.compare.math_verify`), and is shared by every math task in
 the process. Mining may hand in its own pool with :func:`set_check_pool`.
 
 Configuration (read when the pool is created):
@@ -10,12 +10,12 @@ Configuration (read when the pool is created):
 * ``AJ_CHECK_WORKERS``: worker processes (default ``min(2, CPUs)``); ``0`` runs
   checks in this process **without any timeout** (debugging, or callers that
   already run inside a worker process).
-* Inside a :class:`~autojudge.core.checkpool.CheckPool` worker, checks always run
+* Inside a :class:`~autojudge.core.compare.pool.CheckPool` worker, checks always run
   in-process (no nested pools).
 
 Every outcome's ``value`` is a ``bool``: a timed-out or failed check is ``False``
 ("not equivalent" / "not correct") with ``timed_out`` / ``error`` set. A pool that
-cannot start workers raises :class:`~autojudge.core.checkpool.PoolBrokenError`
+cannot start workers raises :class:`~autojudge.core.compare.pool.PoolBrokenError`
 instead of answering ``False`` (that would silently mislabel every pair). Spawned
 workers re-import the caller's ``__main__``: scripts need an
 ``if __name__ == "__main__":`` guard, and code piped to ``python -`` cannot use the
@@ -29,14 +29,14 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
-from autojudge.core.checkpool import CheckOutcome, CheckPool, PoolBrokenError, default_workers, in_worker
-from autojudge.plugins.math.equivalence import (
+from autojudge.core.compare.math_verify import (
     correct_answer,
     equivalent_answers,
     fast_compare,
     prepare_answer,
     warm_up,
 )
+from autojudge.core.compare.pool import CheckOutcome, CheckPool, PoolBrokenError, default_workers, in_worker
 
 __all__ = [
     "CHECK_WORKERS_ENV",

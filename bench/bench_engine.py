@@ -191,8 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     from autojudge.core.judge import LinearJudge
 
     h = pair.target.hidden_size
-    cost_judge = LinearJudge({"dt": torch.zeros(h), "x": torch.zeros(3)}, bias=20.0, threshold=0.5, blocks=("dt", "x"))
-    run_ours(f"autojudge judged SD (linear dt+x judge, cost only, k={args.k})", mode="judge", judge=cost_judge)
+    cost_judge = LinearJudge(
+        {"dt": torch.zeros(h), "x": torch.zeros(3)}, bias=20.0, threshold=0.5, blocks=("dt", "x")
+    )
+    run_ours(
+        f"autojudge judged SD (linear dt+x judge, cost only, k={args.k})", mode="judge", judge=cost_judge
+    )
     if not args.no_hf:
         run_hf("HF target-only generate", None)
         run_hf("HF assisted (heuristic k)", pair.draft.model)

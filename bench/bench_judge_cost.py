@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"dt": args.target_hidden, "dd": args.draft_hidden, "x": 3}
     print(f"n={args.n} positions, {args.dtype} features, {torch.get_num_threads()} thread(s)")
     for blocks in (("dt",), ("dt", "x"), ("dd", "dt", "x")):
-        judge = LinearJudge({b: torch.randn(sizes[b]) for b in blocks}, bias=0.0, threshold=0.5, blocks=blocks)
+        judge = LinearJudge(
+            {b: torch.randn(sizes[b]) for b in blocks}, bias=0.0, threshold=0.5, blocks=blocks
+        )
         times = []
         for _ in range(args.reps):
             feats = MismatchFeatures(
@@ -48,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             judge.accept(feats)
             times.append(time.perf_counter() - t0)
-        print(f"{'+'.join(blocks):>8}: {1000 * statistics.median(times):.2f} ms per judge call (median of {args.reps})")
+        print(
+            f"{'+'.join(blocks):>8}: {1000 * statistics.median(times):.2f} ms per judge call (median of {args.reps})"
+        )
     return 0
 
 

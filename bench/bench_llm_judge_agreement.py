@@ -1,9 +1,9 @@
-"""Agreement of the LLM judge with ground-truth equivalence on labelled GSM8K answer pairs.
+"""Agreement of the LLM comparer with ground-truth equivalence on labelled GSM8K answer pairs.
 
 The pairs (``tests/data/qa_judge_pairs.jsonl``, rebuilt with ``--build``) are two
 full responses to one GSM8K test problem whose truth ("same final answer or
 not") comes from autojudge's math equivalence (math-verify on the extracted
-answers), never from the judge:
+answers), never from the LLM comparer:
 
 * ``real``: responses in ``tests/data/math_model_outputs.jsonl`` (Qwen2.5-Coder-1.5B
   outputs and hand-written ones, at most ``MAX_REAL_CHARS`` characters) paired
@@ -14,25 +14,25 @@ answers), never from the judge:
 
 The set is balanced (half equivalent) and deterministic for given inputs; the stored
 file is the reference set (real pairs are named by line numbers of the outputs file as it
-was when built: rebuilding after that file grows gives a different set). For each judge model it
+was when built: rebuilding after that file grows gives a different set). For each comparing model it
 runs :class:`~autojudge.core.compare.llm.LLMEquivalenceChecker` as the ``qa`` task
 does (prompt ``equiv-v1``, both orders, greedy), with the identical-answer
 shortcut off so every pair reaches the model, and prints:
 
-* agreement: judge says equivalent (a Yes in both orders) == truth; CANNOT_TELL
+* agreement: the comparer says equivalent (a Yes in both orders) == truth; CANNOT_TELL
   counts as "not equivalent", as in mining;
 * precision / recall / F1 of "equivalent";
 * cannot-tell rate (final verdicts) and unparsed replies (single votes);
 * the same figures for one order only (the (a, b) vote), and how often the two
   orders agree;
-* seconds per judge request.
+* seconds per comparer request.
 
 Usage (1 torch thread, no reply cache so timings are real)::
 
     AJ_DATA_DIR=../shared/datasets python bench/bench_llm_judge_agreement.py \\
         --models smollm2-135m-instruct,qwen2.5-coder-1.5b-instruct --n 40 --json runs/judge_agreement.json
 
-Limits: GSM8K answers are numbers, so this measures the judge on the easy end of
+Limits: GSM8K answers are numbers, so this measures the comparer on the easy end of
 open QA (no paraphrase of names, no partial answers); 40 pairs give about +-8
 points of sampling error on agreement.
 """
@@ -122,7 +122,11 @@ def build_pairs(n: int, data_dir: str | None, seed: int = 0) -> list[dict[str, A
             a, b, intended = t1.format(v=f1), t2.format(v=f2), True
         else:
             wrong = rng.choice([w for w in (g + 1, g - 1, 2 * g, g + 10) if w != g and w >= 0])
-            a, b, intended = t1.format(v=rng.choice(_formats(g))), t2.format(v=rng.choice(_formats(wrong))), False
+            a, b, intended = (
+                t1.format(v=rng.choice(_formats(g))),
+                t2.format(v=rng.choice(_formats(wrong))),
+                False,
+            )
             if rng.random() < 0.5:
                 a, b = b, a
         t = truth_of(a, b)
@@ -142,7 +146,9 @@ def load_pairs(path: Path, n: int, source: str = "all") -> list[dict[str, Any]]:
     pairs = [p for p in pairs if source in ("all", p["source"])]
     for p in pairs:  # the stored truth must still be math-verify's
         if truth_of(p["a"], p["b"]) is not p["truth"]:
-            raise SystemExit(f"{path}: pair {p['id']} has truth {p['truth']}, math-verify disagrees; rebuild with --build")
+            raise SystemExit(
+                f"{path}: pair {p['id']} has truth {p['truth']}, math-verify disagrees; rebuild with --build"
+            )
     if n < len(pairs):  # keep the balance: first n/2 of each class
         pos = [p for p in pairs if p["truth"]][: n // 2]
         neg = [p for p in pairs if not p["truth"]][: n - n // 2]
@@ -162,18 +168,18 @@ def _prf(pred: list[bool], truth: list[bool]) -> dict[str, float | None]:
 
 
 def evaluate(model: str, pairs: list[dict[str, Any]], *, dtype: str, max_tokens: int) -> dict[str, Any]:
-    from autojudge.core.compare.llm import JudgeSettings, LLMEquivalenceChecker, LocalChatJudge, Verdict
+    from autojudge.core.compare.llm import ComparerSettings, LLMEquivalenceChecker, LocalChatComparer, Verdict
 
-    backend = LocalChatJudge(model, dtype=dtype, batch_size=1)
+    backend = LocalChatComparer(model, dtype=dtype, batch_size=1)
     t0 = time.perf_counter()
     backend.load()
     load_s = time.perf_counter() - t0
-    checker = LLMEquivalenceChecker(backend, JudgeSettings(both_orders=True, max_tokens=max_tokens),
+    checker = LLMEquivalenceChecker(backend, ComparerSettings(both_orders=True, max_tokens=max_tokens),
                                     cache=None, exact_match_shortcut=False)  # fmt: skip
     results = []
     t0 = time.perf_counter()
     for i, p in enumerate(pairs):
-        results.extend(checker.judge_many([(p["question"], p["a"], p["b"])]))
+        results.extend(checker.check_many([(p["question"], p["a"], p["b"])]))
         print(f"  [{model}] {i + 1}/{len(pairs)} {results[-1].verdict.value:<11} truth={p['truth']}",
               file=sys.stderr, flush=True)  # fmt: skip
     seconds = time.perf_counter() - t0
@@ -200,8 +206,13 @@ def evaluate(model: str, pairs: list[dict[str, Any]], *, dtype: str, max_tokens:
         "seconds_per_request": seconds / max(1, checker.stats.backend_calls),
         "load_seconds": load_s,
         "rows": [
-            {"id": p["id"], "truth": p["truth"], "verdict": r.verdict.value, "votes": [v.value for v in r.votes],
-             "replies": list(r.replies)}  # fmt: skip
+            {
+                "id": p["id"],
+                "truth": p["truth"],
+                "verdict": r.verdict.value,
+                "votes": [v.value for v in r.votes],
+                "replies": list(r.replies),
+            }  # fmt: skip
             for p, r in zip(pairs, results, strict=True)
         ],
     }
@@ -214,14 +225,18 @@ def _pct(x: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="smollm2-135m-instruct,qwen2.5-coder-1.5b-instruct",
-                    help="comma-separated local judge models (presets or paths)")  # fmt: skip
+                    help="comma-separated local comparing models (presets or paths)")  # fmt: skip
     ap.add_argument("--n", type=int, default=40, help="pairs (balanced)")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pairs", type=Path, default=PAIRS_FILE)
-    ap.add_argument("--source", choices=("all", "real", "synthetic"), default="all", help="which pairs to use")
-    ap.add_argument("--build", action="store_true", help=f"rebuild {PAIRS_FILE.name} from the data sets and exit")
+    ap.add_argument(
+        "--source", choices=("all", "real", "synthetic"), default="all", help="which pairs to use"
+    )
+    ap.add_argument(
+        "--build", action="store_true", help=f"rebuild {PAIRS_FILE.name} from the data sets and exit"
+    )
     ap.add_argument("--data-dir", default=None, help="GSM8K location (else AJ_DATA_DIR)")
     ap.add_argument("--json", type=Path, default=None, help="write every result (with the replies) here")
     args = ap.parse_args(argv)
@@ -240,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.dtype}, {args.threads} thread(s), max {args.max_tokens} reply tokens\n")  # fmt: skip
     reports = [evaluate(m.strip(), pairs, dtype=args.dtype, max_tokens=args.max_tokens)
                for m in args.models.split(",") if m.strip()]  # fmt: skip
-    print("| judge | orders | agreement % | precision % | recall % | F1 % | cannot-tell % | orders agree % | s/request |")
+    print(
+        "| model | orders | agreement % | precision % | recall % | F1 % | cannot-tell % | orders agree % | s/request |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in reports:
         for name, key in (("both", "both_orders"), ("(a, b) only", "single_order")):

@@ -48,12 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         args.limit, args.max_mismatches, args.max_new_tokens = 1, 1, 32
     torch.set_num_threads(args.threads)
     task = get_task(args.task)
-    pair = load_pair(args.draft or presets.DEFAULT_DRAFT, args.target or presets.DEFAULT_TARGET, dtype=args.dtype)
+    pair = load_pair(
+        args.draft or presets.DEFAULT_DRAFT, args.target or presets.DEFAULT_TARGET, dtype=args.dtype
+    )
     examples = task.load(task.mining_split, limit=args.offset + args.limit)[args.offset :]
     results: dict[str, list] = {}
     times: dict[str, float] = {}
     for name, naive in (("ours", False), ("naive", True)):
-        cfg = MiningConfig(max_new_tokens=args.max_new_tokens, max_mismatches=args.max_mismatches, naive=naive)
+        cfg = MiningConfig(
+            max_new_tokens=args.max_new_tokens, max_mismatches=args.max_mismatches, naive=naive
+        )
         miner = Miner(task, pair.target.model, pair.draft.model, pair.tokenizer, cfg)
         t0 = time.perf_counter()
         results[name] = [miner.mine(ex, i) for i, ex in enumerate(examples)]
@@ -79,21 +83,33 @@ def main(argv: list[str] | None = None) -> int:
             "seconds_per_prompt": times[name] / len(res),
         }
     o, n = rows["ours"], rows["naive"]
-    print(f"\ntask={args.task} draft={pair.draft.id} target={pair.target.id} dtype={args.dtype} "
-          f"threads={torch.get_num_threads()} prompts={len(examples)} max_mismatches={args.max_mismatches} "
-          f"max_new_tokens={args.max_new_tokens}\n")
-    print("| implementation | labels | important | target passes / label (rollouts) | target passes / label (all) | target tokens / label | s / prompt |")
+    print(
+        f"\ntask={args.task} draft={pair.draft.id} target={pair.target.id} dtype={args.dtype} "
+        f"threads={torch.get_num_threads()} prompts={len(examples)} max_mismatches={args.max_mismatches} "
+        f"max_new_tokens={args.max_new_tokens}\n"
+    )
+    print(
+        "| implementation | labels | important | target passes / label (rollouts) | target passes / label (all) | target tokens / label | s / prompt |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
-        print(f"| {name} | {r['labels']} | {r['important']} | {r['rollout_target_forwards_per_label']:.1f} | "
-              f"{r['all_target_forwards_per_label']:.1f} | {r['rollout_target_tokens_per_label']:.1f} | {r['seconds_per_prompt']:.1f} |")
+        print(
+            f"| {name} | {r['labels']} | {r['important']} | {r['rollout_target_forwards_per_label']:.1f} | "
+            f"{r['all_target_forwards_per_label']:.1f} | {r['rollout_target_tokens_per_label']:.1f} | {r['seconds_per_prompt']:.1f} |"
+        )
     ratio = n["rollout_target_forwards_per_label"] / max(o["rollout_target_forwards_per_label"], 1e-9)
     ratio_all = n["all_target_forwards_per_label"] / max(o["all_target_forwards_per_label"], 1e-9)
-    print(f"\nsequential target passes per label: {ratio:.2f}x fewer in rollouts, {ratio_all:.2f}x fewer overall; "
-          f"wall time {n['seconds_per_prompt'] / o['seconds_per_prompt']:.2f}x faster; identical labels: {identical}")
+    print(
+        f"\nsequential target passes per label: {ratio:.2f}x fewer in rollouts, {ratio_all:.2f}x fewer overall; "
+        f"wall time {n['seconds_per_prompt'] / o['seconds_per_prompt']:.2f}x faster; identical labels: {identical}"
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"rows": rows, "identical_labels": identical, "args": vars(args)}, indent=2, default=str))
+        args.out.write_text(
+            json.dumps(
+                {"rows": rows, "identical_labels": identical, "args": vars(args)}, indent=2, default=str
+            )
+        )
     return 0 if identical else 1
 
 

@@ -53,7 +53,9 @@ def measure(backend: str, mode: str, n_tests: int, n_programs: int, workers: int
     bad = [r for r in results if not r.passed]
     if bad:
         r = bad[0]
-        raise SystemExit(f"{backend}/{mode}: {len(bad)} program(s) failed, e.g. {r.error or r.results[0].reason}")
+        raise SystemExit(
+            f"{backend}/{mode}: {len(bad)} program(s) failed, e.g. {r.error or r.results[0].reason}"
+        )
     return {
         "backend": backend,
         "mode": mode,
@@ -80,25 +82,41 @@ def main(argv: list[str] | None = None) -> None:
         args.problems_1, args.problems_10, args.cold_problems = 4, 2, 2
     modes = {"docker": ["cold", "exec", "persistent"], "bwrap": ["cold", "persistent"]}
     rows = []
-    print(f"# sandbox throughput, {args.workers} workers, {os.cpu_count()} CPUs, "
-          f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"# sandbox throughput, {args.workers} workers, {os.cpu_count()} CPUs, "
+        f"load average before: {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     for backend in args.backends.split(","):
         for mode in modes[backend]:
             for n_tests in (1, 10):
-                n = args.cold_problems if mode == "cold" else (args.problems_1 if n_tests == 1 else args.problems_10)
+                n = (
+                    args.cold_problems
+                    if mode == "cold"
+                    else (args.problems_1 if n_tests == 1 else args.problems_10)
+                )
                 try:
                     row = measure(backend, mode, n_tests, n, args.workers)
                 except SandboxUnavailable as e:
                     raise SystemExit(f"{backend}: {e}") from None
                 rows.append(row)
-                print(f"{backend} {mode} {n_tests}-test: {row['tests_per_s']} tests/s", file=sys.stderr, flush=True)
-    label = {"cold": "cold (new sandbox per program)", "exec": "warm, docker exec per program",
-             "persistent": "warm (harness per slot, default)"}
+                print(
+                    f"{backend} {mode} {n_tests}-test: {row['tests_per_s']} tests/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    label = {
+        "cold": "cold (new sandbox per program)",
+        "exec": "warm, docker exec per program",
+        "persistent": "warm (harness per slot, default)",
+    }
     print("\n| backend | mode | tests/problem | problems | tests/s | ms/problem/worker |")
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['backend']} | {label[r['mode']]} | {r['tests_per_problem']} | {r['problems']} | "
-              f"{r['tests_per_s']} | {r['ms_per_problem']} |")
+        print(
+            f"| {r['backend']} | {label[r['mode']]} | {r['tests_per_problem']} | {r['problems']} | "
+            f"{r['tests_per_s']} | {r['ms_per_problem']} |"
+        )
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     if args.json_out:
         with open(args.json_out, "w") as f:

@@ -42,9 +42,13 @@ PROMPTS = [
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--target", default="smollm2-135m-instruct")
-    p.add_argument("--draft", default=None, help="Draft model; default: the target's first --draft-layers layers")
+    p.add_argument(
+        "--draft", default=None, help="Draft model; default: the target's first --draft-layers layers"
+    )
     p.add_argument("--draft-layers", type=int, default=8)
-    p.add_argument("--judge", default="prob:0.2", help="Judge artifact or baseline (never, always, topk:K, prob:P)")
+    p.add_argument(
+        "--judge", default="prob:0.2", help="Judge artifact or baseline (never, always, topk:K, prob:P)"
+    )
     p.add_argument("-k", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch", default="1,8", help="Comma-separated batch sizes")
@@ -77,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     from autojudge.core.backends.vllm import VLLM_VERSION
     from autojudge.core.backends.vllm.engine import VLLMEngine
-    from autojudge.core.backends.vllm.worker import build_judge
     from autojudge.core.engine import SpeculativeEngine
     from autojudge.core.models import load_model
+    from autojudge.judges.spec import load_judge_spec
 
     tmp = tempfile.TemporaryDirectory(prefix="bench-vllm-")
     draft = a.draft or str(make_draft(a.target, a.draft_layers, Path(tmp.name) / "draft"))
@@ -90,12 +94,16 @@ def main(argv: list[str] | None = None) -> int:
                for q in PROMPTS]  # fmt: skip
     venv = VLLMEngine(a.target, draft, k=a.k, dtype=a.dtype, max_num_seqs=max(a.batches), kv_cache_gib=1.0,
                       max_model_len=2048)  # fmt: skip
-    judge_cfg = venv.judge_config(a.judge) if a.judge else None
+    judge_obj = load_judge_spec(a.judge, target=target, draft=dmodel) if a.judge else None
+    judge_cfg = (
+        venv.judge_description(judge_obj) if judge_obj is not None else None
+    )  # what the workers rebuild
     ours = SpeculativeEngine(target.model, dmodel.model, tok)
-    judge_obj = build_judge(judge_cfg) if judge_cfg else None
 
     def vllm_run(mode: str, batch: list[str]) -> dict:
-        res = venv.generate(batch, mode=mode, judge=judge_cfg if mode == "judge" else None, max_new_tokens=a.max_new_tokens)
+        res = venv.generate(
+            batch, mode=mode, judge=judge_cfg if mode == "judge" else None, max_new_tokens=a.max_new_tokens
+        )
         m = res[0].metrics
         return {"tokens": m.num_output_tokens, "wall": m.wall_time, "mal": m.mean_acceptance_length,
                 "judge_accepted": m.num_judge_accepted, "outputs": [r.tokens for r in res]}  # fmt: skip
@@ -107,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
                               max_new_tokens=a.max_new_tokens, reuse_cache=False)  # fmt: skip
             m = r.metrics
             toks, wall = toks + m.num_output_tokens, wall + m.wall_time
-            emitted, cycles, judged = emitted + sum(m.emitted_per_cycle), cycles + m.num_drafts, judged + m.num_judge_accepted
+            emitted, cycles, judged = (
+                emitted + sum(m.emitted_per_cycle),
+                cycles + m.num_drafts,
+                judged + m.num_judge_accepted,
+            )
             outs.append(r.tokens)
         return {"tokens": toks, "wall": wall, "mal": emitted / cycles if cycles else 1.0, "judge_accepted": judged,
                 "outputs": outs}  # fmt: skip
@@ -133,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         batch = [prompts[i % len(prompts)] for i in range(bsz)]
         for name, backend, mode in configs:
             r = (vllm_run if backend == "vllm" else ours_run)(mode, batch)
-            r.update(name=name, backend=backend, mode=mode, batch=bsz, tok_s=r["tokens"] / r["wall"] if r["wall"] else 0.0)
+            r.update(
+                name=name,
+                backend=backend,
+                mode=mode,
+                batch=bsz,
+                tok_s=r["tokens"] / r["wall"] if r["wall"] else 0.0,
+            )
             rows.append(r)
             print(f"[bench_vllm] batch {bsz} {name}: {r['tok_s']:.2f} tok/s", file=sys.stderr, flush=True)
 
@@ -143,14 +161,20 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"vLLM {VLLM_VERSION}, target {a.target}, draft {a.draft or f'{a.draft_layers}-layer copy'}, judge {a.judge}, "
           f"k={a.k}, {a.max_new_tokens} new tokens, {a.dtype}, {a.threads} threads, {platform.processor() or platform.machine()}")  # fmt: skip
-    print(f"vLLM start-up (spec engine, first call): {startup:.1f}s; with the warm-up of every mode and batch: {warmup:.1f}s\n")
+    print(
+        f"vLLM start-up (spec engine, first call): {startup:.1f}s; with the warm-up of every mode and batch: {warmup:.1f}s\n"
+    )
     print("| batch | mode | tok/s | tokens per verification | judge accepts | wall s |")
     print("|---:|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['batch']} | {r['name']} | {r['tok_s']:.2f} | {r['mal']:.2f} | {r['judge_accepted']} | {r['wall']:.2f} |")
+        print(
+            f"| {r['batch']} | {r['name']} | {r['tok_s']:.2f} | {r['mal']:.2f} | {r['judge_accepted']} | {r['wall']:.2f} |"
+        )
     for bsz in a.batches:
-        print(f"batch {bsz}: identical outputs vLLM vs engine: lossless {same('vllm', 'ours', 'sd', bsz)}, "
-              f"judged {same('vllm', 'ours', 'judge', bsz)}")
+        print(
+            f"batch {bsz}: identical outputs vLLM vs engine: lossless {same('vllm', 'ours', 'sd', bsz)}, "
+            f"judged {same('vllm', 'ours', 'judge', bsz)}"
+        )
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"settings": {k: v for k, v in vars(a).items() if k != "out"}, "startup_s": startup, "warmup_s": warmup,

@@ -39,8 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=384)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--from-mined", type=Path, default=None, help="harvest responses from an `aj mine` directory")
-    ap.add_argument("--from-run", type=Path, default=None, help="harvest target-only rows from an `aj run` directory")
+    ap.add_argument(
+        "--from-mined", type=Path, default=None, help="harvest responses from an `aj mine` directory"
+    )
+    ap.add_argument(
+        "--from-run", type=Path, default=None, help="harvest target-only rows from an `aj run` directory"
+    )
     ap.add_argument("--task", default=None, help="math task of --from-mined / --from-run (e.g. gsm8k)")
     args = ap.parse_args(argv)
     if args.from_mined or args.from_run:
@@ -52,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     from autojudge.plugins.manager import get_task
 
     torch.set_num_threads(args.threads)
-    pair = load_pair(args.draft or presets.DEFAULT_DRAFT, args.target or presets.DEFAULT_TARGET, dtype=args.dtype)
+    pair = load_pair(
+        args.draft or presets.DEFAULT_DRAFT, args.target or presets.DEFAULT_TARGET, dtype=args.dtype
+    )
     eng = SpeculativeEngine(pair.target.model, pair.draft.model, pair.tokenizer)
     source = f"{pair.target.id} ({args.dtype}, greedy)"
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 f.write(json.dumps(row) + "\n")
                 f.flush()
-                print(f"{ex.id}: answer={answer!r} reference={ex.reference!r} correct={row['expected_correct']} "
-                      f"({res.metrics.num_output_tokens} tokens, {res.metrics.tokens_per_s:.1f} tok/s)", file=sys.stderr)
+                print(
+                    f"{ex.id}: answer={answer!r} reference={ex.reference!r} correct={row['expected_correct']} "
+                    f"({res.metrics.num_output_tokens} tokens, {res.metrics.tokens_per_s:.1f} tok/s)",
+                    file=sys.stderr,
+                )
     return 0
 
 
@@ -100,7 +109,11 @@ def harvest(args: argparse.Namespace) -> int:
             if row.get("response") and row["prompt_id"] in refs:
                 found.append((row["prompt_id"], row["response"], refs[row["prompt_id"]], source))
     if args.from_run:
-        state = json.loads((args.from_run / "state.json").read_text()) if (args.from_run / "state.json").is_file() else {}
+        state = (
+            json.loads((args.from_run / "state.json").read_text())
+            if (args.from_run / "state.json").is_file()
+            else {}
+        )
         source = f"aj run {args.from_run.name} target-only ({state.get('dtype', 'greedy')})"
         for row in read_jsonl(args.from_run / "eval" / "ar.jsonl"):
             found.append((row["prompt_id"], row["output"], row["reference"], source))
@@ -121,7 +134,10 @@ def harvest(args: argparse.Namespace) -> int:
                 "source": source,
             }
             f.write(json.dumps(row) + "\n")
-            print(f"{ex_id}: answer={answer!r} reference={reference!r} correct={row['expected_correct']}", file=sys.stderr)
+            print(
+                f"{ex_id}: answer={answer!r} reference={reference!r} correct={row['expected_correct']}",
+                file=sys.stderr,
+            )
     print(f"{len(found)} candidate rows -> {args.out}", file=sys.stderr)
     return 0
 

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from autojudge.core.backends import BACKENDS
+
 JUDGE_HELP = (
     "Judge for --mode judge: a judge artifact (.safetensors from `aj train`), or a baseline: "
     "'never' (lossless), 'always', 'topk:K' (accept if the draft token is in the target's top-K), "
@@ -15,26 +17,69 @@ JUDGE_HELP = (
 
 
 @click.command()
-@click.option("--draft", default=None, help="Draft model: preset name, HF directory, .gguf file or hub id. [default: the default pair]")
-@click.option("--target", default=None, help="Target model (same forms as --draft). [default: the default pair]")
+@click.option(
+    "--draft",
+    default=None,
+    help="Draft model: preset name, HF directory, .gguf file or hub id. [default: the default pair]",
+)
+@click.option(
+    "--target", default=None, help="Target model (same forms as --draft). [default: the default pair]"
+)
 @click.option("--prompt", "-p", required=True, help="The user message ('-' reads stdin).")
 @click.option("--raw", is_flag=True, help="Send the prompt as is, without the target's chat template.")
-@click.option("--mode", type=click.Choice(["ar", "sd", "judge"]), default=None, help="ar: target only; sd: lossless speculative; judge: lossy with a judge. [default: judge if --judge else sd]")
+@click.option(
+    "--mode",
+    type=click.Choice(["ar", "sd", "judge"]),
+    default=None,
+    help="ar: target only; sd: lossless speculative; judge: lossy with a judge. [default: judge if --judge else sd]",
+)
 @click.option("--judge", "judge_spec", default=None, help=JUDGE_HELP)
-@click.option("--threshold", type=float, default=None, help="Override the judge artifact's threshold (accept iff P(important) < T).")
-@click.option("-k", "--draft-length", "k", type=int, default=5, show_default=True, help="Draft tokens per cycle.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Override the judge artifact's threshold (accept iff P(important) < T).",
+)
+@click.option(
+    "-k", "--draft-length", "k", type=int, default=5, show_default=True, help="Draft tokens per cycle."
+)
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
 @click.option("--dtype", default=None, help="bfloat16 (CPU default), float32, float16.")
-@click.option("--device", default="cpu", show_default=True, help="transformers backend only (vLLM runs where its build runs).")
-@click.option("--backend", type=click.Choice(["transformers", "vllm"]), default="transformers", show_default=True,
-              help="vllm: the judge inside vLLM's speculative decoding (needs the vllm extra; docs/vllm.md).")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="transformers backend only (vLLM runs where its build runs).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="transformers",
+    show_default=True,
+    help="vllm: the judge inside vLLM's speculative decoding (needs the vllm extra; docs/vllm.md).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print text and metrics as JSON.")
-def decode(draft, target, prompt, raw, mode, judge_spec, threshold, k, max_new_tokens, stop, dtype, device, backend, as_json):
+def decode(
+    draft,
+    target,
+    prompt,
+    raw,
+    mode,
+    judge_spec,
+    threshold,
+    k,
+    max_new_tokens,
+    stop,
+    dtype,
+    device,
+    backend,
+    as_json,
+):
     """Generate from one prompt and print the text and the decoding metrics."""
 
     from autojudge.core import presets
-    from autojudge.core.engine import SpeculativeEngine
+    from autojudge.core.backends import open_engine
     from autojudge.core.models import load_model, load_pair
     from autojudge.judges.spec import load_judge_spec
 
@@ -58,33 +103,48 @@ def decode(draft, target, prompt, raw, mode, judge_spec, threshold, k, max_new_t
     judge = None
     if mode == "judge":
         judge = load_judge_spec(judge_spec, target=tgt, draft=dft, threshold=threshold, device=device)
-    text = prompt if raw else tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    text = (
+        prompt
+        if raw
+        else tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     )
-    engine = SpeculativeEngine(tgt.model, dft.model if dft is not None else None, tokenizer)
-    res = engine.generate(text, mode=mode, judge=judge, k=k, max_new_tokens=max_new_tokens, stop_sequences=stop)
-    _print(res, mode, judge.describe() if judge else None, as_json)
+    engine = open_engine("transformers", tgt, dft, tokenizer=tokenizer)
+    res = engine.generate(
+        text, mode=mode, judge=judge, k=k, max_new_tokens=max_new_tokens, stop_sequences=stop
+    )
+    _print(res, mode, judge.summary() if judge else None, as_json)
 
 
 def _decode_vllm(target, draft, prompt, raw, mode, judge_spec, threshold, k, max_new_tokens, stop, dtype):
     """``aj decode --backend vllm``: the same generation on vLLM (fingerprints and features checked first)."""
+    from autojudge.core.backends import open_engine
     from autojudge.core.backends.vllm import VLLMUnavailableError
-    from autojudge.core.backends.vllm.worker import build_judge
+    from autojudge.judges.spec import load_judge_spec
 
     try:
-        from autojudge.core.backends.vllm.engine import PerPromptEngine, VLLMEngine
-
-        engine = VLLMEngine(target, None if mode == "ar" else draft, k=k, dtype=dtype or "bfloat16")
+        engine = open_engine("vllm", target, None if mode == "ar" else draft, k=k, dtype=dtype)
     except VLLMUnavailableError as e:
         raise click.ClickException(str(e)) from e
-    cfg = engine.judge_config(judge_spec, threshold) if mode == "judge" else None
+    judge = None
+    if (
+        mode == "judge"
+    ):  # checked against the models vLLM runs; the judge reaches the workers as its description
+        fp = engine.vllm.fingerprints()
+        judge = load_judge_spec(judge_spec, target=fp["target"], draft=fp.get("draft"), threshold=threshold)
     tokenizer = engine.tokenizer
-    text = prompt if raw else tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    text = (
+        prompt
+        if raw
+        else tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     )
-    res = PerPromptEngine(engine).generate(text, mode=mode, judge=cfg, k=k, max_new_tokens=max_new_tokens,
-                                           stop_sequences=stop)  # fmt: skip
-    return res, (build_judge(cfg).describe() if cfg else None)
+    res = engine.generate(
+        text, mode=mode, judge=judge, k=k, max_new_tokens=max_new_tokens, stop_sequences=stop
+    )
+    return res, (judge.summary() if judge else None)
 
 
 def _print(res, mode, judge_info, as_json):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from autojudge.core.backends import BACKENDS
+
 
 def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if value is None:
@@ -22,26 +24,78 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 
 @click.command()
 @click.option("--task", "task_name", required=True, help="Task name (see `aj tasks`).")
-@click.option("--dataset", default=None, help="Dataset of a task that offers several (e.g. --task code --dataset mbpp). [task default]")
+@click.option(
+    "--dataset",
+    default=None,
+    help="Dataset of a task that offers several (e.g. --task code --dataset mbpp). [task default]",
+)
 @click.option("--draft", default=None, help="Draft model (preset, HF dir, .gguf, hub id). [default pair]")
 @click.option("--target", default=None, help="Target model. [default pair]")
 @click.option("--split", default=None, help="Split to mine. [default: the task's mining split]")
 @click.option("--limit", type=int, default=None, help="Mine only the first N prompts of the split.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory. [default: runs/mine-TASK]")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Output directory. [default: runs/mine-TASK]"
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (same settings).")
-@click.option("--shard", default=None, help="I/N: mine only prompts with index = I mod N (parallel runs; merge with `aj mine-merge`).")
+@click.option(
+    "--shard",
+    default=None,
+    help="I/N: mine only prompts with index = I mod N (parallel runs; merge with `aj mine-merge`).",
+)
 @click.option("--max-new-tokens", type=int, default=512, show_default=True)
 @click.option("--max-mismatches", type=int, default=None, help="Stop each prompt after this many labels.")
-@click.option("--naive", is_flag=True, help="Reference algorithm: regenerate every rollout from scratch (slow; for comparison).")
-@click.option("--inflight", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Prompts mined at once: equivalence checks run while the models advance other prompts (1: one at a time).")
-@click.option("--backend", type=click.Choice(["transformers", "vllm"]), default="transformers", show_default=True,
-              help="vllm: rollouts of all in-flight prompts as one batched, prefix-cached vLLM generate (needs the vllm extra; docs/vllm.md).")
-@click.option("--dtype", default=None, help="float32 gives labels identical to plain greedy regeneration; bfloat16 (CPU default) is faster.")
+@click.option(
+    "--naive",
+    is_flag=True,
+    help="Reference algorithm: regenerate every rollout from scratch (slow; for comparison).",
+)
+@click.option(
+    "--inflight",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Prompts mined at once: equivalence checks run while the models advance other prompts (1: one at a time).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="transformers",
+    show_default=True,
+    help="vllm: rollouts of all in-flight prompts as one batched, prefix-cached vLLM generate (needs the vllm extra; docs/vllm.md).",
+)
+@click.option(
+    "--dtype",
+    default=None,
+    help="float32 gives labels identical to plain greedy regeneration; bfloat16 (CPU default) is faster.",
+)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Data directory (else $AJ_DATA_DIR / upstream).")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Data directory (else $AJ_DATA_DIR / upstream).",
+)
 @click.option("--no-progress", is_flag=True)
-def mine(task_name, dataset, draft, target, split, limit, out, resume, shard, max_new_tokens, max_mismatches, naive, inflight, backend, dtype, device, data_dir, no_progress):
+def mine(
+    task_name,
+    dataset,
+    draft,
+    target,
+    split,
+    limit,
+    out,
+    resume,
+    shard,
+    max_new_tokens,
+    max_mismatches,
+    naive,
+    inflight,
+    backend,
+    dtype,
+    device,
+    data_dir,
+    no_progress,
+):
     """Mine important mismatches (the paper's Algorithm 1) into a resumable directory."""
     from autojudge.core import presets
     from autojudge.core.mining.run import mine_task
@@ -56,8 +110,12 @@ def mine(task_name, dataset, draft, target, split, limit, out, resume, shard, ma
     out = out or Path("runs") / f"mine-{task.name}"
     if backend == "vllm" and naive:
         raise click.UsageError("--naive regenerates rollouts token by token: use --backend transformers")
-    pair = load_pair(draft or presets.DEFAULT_DRAFT, target or presets.DEFAULT_TARGET, dtype=dtype, device=device)
-    config = MiningConfig(max_new_tokens=max_new_tokens, max_mismatches=max_mismatches, naive=naive, inflight=inflight)
+    pair = load_pair(
+        draft or presets.DEFAULT_DRAFT, target or presets.DEFAULT_TARGET, dtype=dtype, device=device
+    )
+    config = MiningConfig(
+        max_new_tokens=max_new_tokens, max_mismatches=max_mismatches, naive=naive, inflight=inflight
+    )
     try:
         summary = mine_task(
             task, pair, out, split=split, limit=limit, data_dir=data_dir, config=config,
@@ -72,8 +130,12 @@ def mine(task_name, dataset, draft, target, split, limit, out, resume, shard, ma
 
 
 @click.command("mine-merge")
-@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="New directory for the merged data.")
+@click.argument(
+    "sources", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="New directory for the merged data."
+)
 def mine_merge(sources, out):
     """Merge mined shard directories (from `aj mine --shard I/N`) after checking they belong to one run."""
     from autojudge.core.mining.store import merge_stores

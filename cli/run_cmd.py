@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from autojudge.core.backends import BACKENDS
+
 
 def _floats(value: str) -> tuple[float, ...]:
     try:
@@ -29,30 +31,102 @@ def _ints(value: str) -> tuple[int, ...]:
 
 @click.command("run")
 @click.option("--task", "task_name", required=True, help="Task name (see `aj tasks`).")
-@click.option("--dataset", default=None, help="Dataset of a task that offers several (e.g. --task code --dataset mbpp). [task default]")
+@click.option(
+    "--dataset",
+    default=None,
+    help="Dataset of a task that offers several (e.g. --task code --dataset mbpp). [task default]",
+)
 @click.option("--draft", default=None, help="Draft model (preset, HF dir, .gguf, hub id). [default pair]")
 @click.option("--target", default=None, help="Target model. [default pair]")
-@click.option("--mine-limit", type=click.IntRange(2), default=2, show_default=True, help="Prompts of the mining split to mine.")
-@click.option("--val-limit", type=click.IntRange(1), default=1, show_default=True, help="Held-out mining-split prompts (after the mined ones) used to choose the threshold.")
-@click.option("--eval-limit", type=click.IntRange(1), default=2, show_default=True, help="Prompts of the eval split.")
-@click.option("--thresholds", default="", show_default=True, help="Judge thresholds evaluated (plus the calibrated and the recommended one).")
-@click.option("--val-thresholds", default="", show_default=True, help="Candidate thresholds tried on validation (plus the calibrated one).")
+@click.option(
+    "--mine-limit",
+    type=click.IntRange(2),
+    default=2,
+    show_default=True,
+    help="Prompts of the mining split to mine.",
+)
+@click.option(
+    "--val-limit",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Held-out mining-split prompts (after the mined ones) used to choose the threshold.",
+)
+@click.option(
+    "--eval-limit", type=click.IntRange(1), default=2, show_default=True, help="Prompts of the eval split."
+)
+@click.option(
+    "--thresholds",
+    default="",
+    show_default=True,
+    help="Judge thresholds evaluated (plus the calibrated and the recommended one).",
+)
+@click.option(
+    "--val-thresholds",
+    default="",
+    show_default=True,
+    help="Candidate thresholds tried on validation (plus the calibrated one).",
+)
 @click.option("--top-k", default="4", show_default=True, help="K values of the Top-K baseline ('' for none).")
-@click.option("--max-accuracy-drop", type=click.FloatRange(0), default=1.0, show_default=True, help="Accuracy budget in points vs target-only, for the recommended threshold.")
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="Accuracy budget in points vs target-only, for the recommended threshold.",
+)
 @click.option("--max-new-tokens", type=click.IntRange(1), default=320, show_default=True)
-@click.option("-k", "--draft-length", "k", type=click.IntRange(1), default=5, show_default=True, help="Draft tokens per cycle.")
+@click.option(
+    "-k",
+    "--draft-length",
+    "k",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Draft tokens per cycle.",
+)
 @click.option("--dtype", default=None, help="bfloat16 (CPU default), float32, float16.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--backend", type=click.Choice(["transformers", "vllm"]), default="transformers", show_default=True,
-              help="Decoding backend of validation and evaluation (vllm: needs the vllm extra and --features dt or dt+x).")
-@click.option("--features", default="dd+dt", show_default=True, help="Judge feature set(s), as for `aj train`.")
-@click.option("--recall", "target_recall", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True, help="Recall of important mismatches for the calibrated threshold.")
-@click.option("--max-mismatches", type=click.IntRange(0), default=3, show_default=True, help="Stop mining a prompt after this many labels (0: no limit).")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="transformers",
+    show_default=True,
+    help="Decoding backend of validation and evaluation (vllm: needs the vllm extra and --features dt or dt+x).",
+)
+@click.option(
+    "--features", default="dd+dt", show_default=True, help="Judge feature set(s), as for `aj train`."
+)
+@click.option(
+    "--recall",
+    "target_recall",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.9,
+    show_default=True,
+    help="Recall of important mismatches for the calibrated threshold.",
+)
+@click.option(
+    "--max-mismatches",
+    type=click.IntRange(0),
+    default=3,
+    show_default=True,
+    help="Stop mining a prompt after this many labels (0: no limit).",
+)
 @click.option("--mined", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Use this `aj mine` / `aj mine-merge` directory (same task and models) instead of mining; "
                    "validation prompts start after the last prompt it mined.")  # fmt: skip
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Data directory (else $AJ_DATA_DIR / upstream).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run directory. [default: runs/run-TASK]")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Data directory (else $AJ_DATA_DIR / upstream).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory. [default: runs/run-TASK]",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--no-progress", is_flag=True)
 def run(task_name, dataset, draft, target, mine_limit, val_limit, eval_limit, thresholds, val_thresholds, top_k,

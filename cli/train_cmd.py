@@ -74,7 +74,9 @@ def _parse_grid(value: str) -> tuple[float, ...]:
     type=click.IntRange(0),
     help="Stop the C grid after this many values without a better validation AUC (0: fit every C).",
 )
-@click.option("--skip-incomplete", is_flag=True, help="Ignore shards whose .jsonl was never written.")
+@click.option(
+    "--skip-incomplete", is_flag=True, help="Ignore shards of unfinished prompts (no completion marker yet)."
+)
 def train(
     data_dir: Path,
     features: str,
@@ -98,7 +100,8 @@ def train(
     """
     from rich.console import Console
 
-    from autojudge.judges.dataset import MinedDataError, expand_feature_sets, load_mined, parse_feature_set
+    from autojudge.core.mining.store import MinedDataError
+    from autojudge.judges.dataset import expand_feature_sets, load_mined, parse_feature_set
     from autojudge.judges.train import TrainConfig, train_judges
 
     try:

@@ -24,6 +24,10 @@ first EOS token or stop sequence, or after ``max_new_tokens``.
 
 Limits: greedy decoding only; batch size 1; see :mod:`autojudge.core.runner`
 for the supported model families.
+
+:class:`Engine` is what evaluation and ``aj decode`` need from any backend (this
+engine, or vLLM's behind :func:`autojudge.core.backends.open_engine`); both return
+a :class:`GenerationResult` with :class:`~autojudge.core.metrics.GenerationMetrics`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -46,6 +50,8 @@ MODES: tuple[str, ...] = ("ar", "sd", "judge")
 
 @dataclass
 class GenerationResult:
+    """One prompt's output, from either backend (vLLM: ``metrics`` is shared by the results of one batch)."""
+
     tokens: list[int]
     text: str
     finish_reason: str  # "eos", "stop" or "length"
@@ -61,6 +67,48 @@ class GenerationResult:
             "finish_reason": self.finish_reason,
             "metrics": self.metrics.as_dict(),
         }
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A decoding backend, one prompt at a time: what evaluation and ``aj decode`` use.
+
+    :class:`SpeculativeEngine` (transformers) and the vLLM backend's one-prompt engine
+    (:class:`~autojudge.core.backends.vllm.engine.PerPromptEngine`) implement it; build
+    either with :func:`autojudge.core.backends.open_engine`. ``judge`` (mode ``judge``
+    only) is a :class:`~autojudge.core.judge.Judge`; ``reuse_cache=False`` asks for a
+    full prefill (vLLM's prefix cache ignores it).
+    """
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        mode: Mode = "sd",
+        judge: Judge | None = None,
+        k: int = 5,
+        max_new_tokens: int = 256,
+        stop_sequences: Sequence[str] = (),
+        eos_token_ids: Iterable[int] | None = None,
+        reuse_cache: bool = True,
+    ) -> GenerationResult: ...
+
+
+def encode(tokenizer: Any | None, prompt: str | Sequence[int]) -> list[int]:
+    """Token ids of ``prompt``; text is tokenized without adding special tokens (chat templates carry them)."""
+    if isinstance(prompt, str):
+        if tokenizer is None:
+            raise ValueError("a text prompt needs a tokenizer")
+        return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    return [int(t) for t in prompt]
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
 
 
 class StopChecker:
@@ -138,7 +186,9 @@ class SpeculativeEngine:
     sharing a vocabulary (:func:`autojudge.core.models.load_pair` checks this).
     """
 
-    def __init__(self, target: torch.nn.Module, draft: torch.nn.Module | None = None, tokenizer: Any | None = None):
+    def __init__(
+        self, target: torch.nn.Module, draft: torch.nn.Module | None = None, tokenizer: Any | None = None
+    ):
         self.target_model = target
         self.target = ModelRunner(target)
         self.draft_model = draft
@@ -155,16 +205,13 @@ class SpeculativeEngine:
         return time.perf_counter()
 
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
-        """Token ids of ``prompt``; text is tokenized without adding special tokens (chat templates carry them)."""
-        if isinstance(prompt, str):
-            if self.tokenizer is None:
-                raise ValueError("a text prompt needs a tokenizer")
-            return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        return [int(t) for t in prompt]
+        """Token ids of ``prompt`` (:func:`encode`)."""
+        return encode(self.tokenizer, prompt)
 
-    def _resolve(self, mode: str, judge: Judge | None, drafter: Drafter | None) -> tuple[Drafter, Judge | None]:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    def _resolve(
+        self, mode: str, judge: Judge | None, drafter: Drafter | None
+    ) -> tuple[Drafter, Judge | None]:
+        check_mode(mode)
         if mode == "ar":
             return NullDrafter(self.device), None
         if drafter is None:
@@ -176,7 +223,9 @@ class SpeculativeEngine:
         if judge is None:
             raise ValueError("mode 'judge' needs a judge")
         if judge.needs_draft_hidden and not drafter.provides_hidden:
-            raise ValueError(f"judge {judge.name!r} needs draft hidden states; drafter {drafter.name!r} has none")
+            raise ValueError(
+                f"judge {judge.name!r} needs draft hidden states; drafter {drafter.name!r} has none"
+            )
         return drafter, judge
 
     # -- the loop ----------------------------------------------------------------------
@@ -229,7 +278,11 @@ class SpeculativeEngine:
 
             # 1. propose
             t0 = self._clock()
-            d = drafter.propose(seq, m).tokens if m > 0 else torch.empty(0, dtype=torch.long, device=self.device)
+            d = (
+                drafter.propose(seq, m).tokens
+                if m > 0
+                else torch.empty(0, dtype=torch.long, device=self.device)
+            )
             m = d.numel()
             t1 = self._clock()
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
+
+#: The fields of a model fingerprint that identify the computation; a record's ``id`` only names it.
+FINGERPRINT_KEYS: tuple[str, ...] = ("config_sha256", "vocab_sha256", "hidden_size")
 
 _IGNORED_CONFIG_KEYS = {
     "_name_or_path",
@@ -61,3 +65,8 @@ def model_fingerprint(config: Any, tokenizer: Any) -> dict[str, Any]:
         "vocab_sha256": vocab_fingerprint(tokenizer),
         "hidden_size": int(hidden),
     }
+
+
+def same_model(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two fingerprint records (:func:`model_fingerprint`, plus any ``id``) agree on every :data:`FINGERPRINT_KEYS` field."""
+    return all(a.get(k) == b.get(k) for k in FINGERPRINT_KEYS)

@@ -20,12 +20,25 @@ Feature blocks (names shared with mining, training and the judge artifact):
 Rule: a judge returns ``p_important``; a mismatching draft token is accepted iff
 ``p_important < threshold``. Threshold 0 therefore never accepts and reproduces
 lossless greedy speculative decoding exactly.
+
+Description: every judge has one JSON-able description, :meth:`Judge.describe`,
+``{"kind": KIND, "name": NAME, **params, "threshold": T}``, from which the judge of
+that registered kind rebuilds an equal judge (:meth:`Judge.from_description`; the
+plugin registry's ``judge_from_description`` looks the kind up). ``kind`` is the
+judge's registry name (``never``, ``always``, ``topk``, ``prob``, ``linear``, or a
+plugin's), ``name`` a display name. A :class:`LinearJudge` carries its weights
+inline (``"weights": {block: [floats]}``, float32 values, so the round trip is
+exact); :meth:`Judge.summary` is the description without them, for logs.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -79,16 +92,30 @@ class MismatchFeatures:
         raise ValueError(f"unknown feature block {name!r}; known: {FEATURE_BLOCKS}")
 
 
+#: keys of a description that only inform (never passed to a judge's constructor)
+DESCRIPTION_INFO_KEYS = ("kind", "name", "threshold", "spec")
+
+
 class Judge(ABC):
     """Decides which mismatching draft tokens may be accepted.
 
     Subclasses implement :meth:`p_important`; :meth:`accept` applies the threshold.
     Set ``needs_draft_hidden`` when the judge reads the ``dd`` block.
+
+    A judge class registered with the plugin hook ``register_judges`` also sets
+    ``kind`` (its registry name) and, when ``--judge`` can name it, ``spec_form``
+    (``"never"`` without an argument, ``"topk:K"`` with one; :meth:`from_spec` builds
+    it). :meth:`params` returns the constructor's keyword arguments as JSON-able
+    values: the default :meth:`describe` and :meth:`from_description` need nothing else.
     """
 
     name: str = "judge"
     needs_draft_hidden: bool = False
     threshold: float = 0.5
+    #: registry name (``register_judges``), the ``kind`` of :meth:`describe`
+    kind: str = ""
+    #: how a ``--judge`` string names this judge (``"never"``, ``"topk:K"``); None: not from a string
+    spec_form: str | None = None
 
     @abstractmethod
     def p_important(self, feats: MismatchFeatures) -> torch.Tensor:
@@ -98,14 +125,46 @@ class Judge(ABC):
         """``[n]`` bool: True where the mismatching draft token may be accepted."""
         return self.p_important(feats) < self.threshold
 
-    def describe(self) -> dict:
-        return {"name": self.name, "threshold": self.threshold}
+    @classmethod
+    def from_spec(cls, arg: str | None) -> Judge:
+        """The judge ``--judge KIND`` (``arg`` None) or ``--judge KIND:ARG`` names; ValueError for a bad ``arg``."""
+        if arg is not None:
+            raise ValueError(f"judge kind {cls.kind!r} takes no argument")
+        return cls()
+
+    def params(self) -> dict[str, Any]:
+        """JSON-able keyword arguments that rebuild this judge with ``type(self)(**params)``."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON-able description that :meth:`from_description` (of the registered ``kind``) rebuilds."""
+        return {"kind": self.kind, "name": self.name, **self.params(), "threshold": self.threshold}
+
+    def summary(self) -> dict[str, Any]:
+        """:meth:`describe` without bulky values (weights), for logs and command output."""
+        return self.describe()
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> Judge:
+        """Rebuild a judge from :meth:`describe`'s output (``kind`` already matched by the caller)."""
+        params = {k: v for k, v in description.items() if k not in DESCRIPTION_INFO_KEYS}
+        judge = cls(**params)
+        if "threshold" in description:
+            judge.threshold = _threshold_of(description["threshold"])
+        return judge
+
+
+def _threshold_of(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"threshold must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 class NeverAccept(Judge):
     """Lossless speculative decoding: every mismatch is important."""
 
     name = "never"
+    kind = spec_form = "never"
     threshold = 0.0
 
     def p_important(self, feats: MismatchFeatures) -> torch.Tensor:
@@ -116,6 +175,7 @@ class AlwaysAccept(Judge):
     """Accepts every draft token: output = draft proposals + one target (bonus) token per cycle."""
 
     name = "always"
+    kind = spec_form = "always"
     threshold = 1.0
 
     def p_important(self, feats: MismatchFeatures) -> torch.Tensor:
@@ -131,9 +191,11 @@ class LinearJudge(Judge):
     the features' device; no host synchronisation.
     """
 
-    name = "linear"
+    name = kind = "linear"  # from a judge artifact (``autojudge.judges.artifact``), not from a --judge string
 
-    def __init__(self, weights: dict[str, torch.Tensor], bias: float, threshold: float, blocks: tuple[str, ...]):
+    def __init__(
+        self, weights: dict[str, torch.Tensor], bias: float, threshold: float, blocks: tuple[str, ...]
+    ):
         unknown = [b for b in blocks if b not in FEATURE_BLOCKS]
         if unknown:
             raise ValueError(f"unknown feature blocks {unknown}; known: {FEATURE_BLOCKS}")
@@ -165,8 +227,36 @@ class LinearJudge(Judge):
     def p_important(self, feats: MismatchFeatures) -> torch.Tensor:
         return torch.sigmoid(self.logits(feats))
 
-    def describe(self) -> dict:
-        return {"name": self.name, "threshold": self.threshold, "blocks": list(self.blocks)}
+    def params(self) -> dict[str, Any]:
+        return {
+            "blocks": list(self.blocks),
+            "bias": self.bias,
+            "weights": {b: self.weights[b].detach().to("cpu", torch.float32).tolist() for b in self.blocks},
+        }
+
+    def summary(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.describe().items() if k != "weights"}
+        return {**out, "block_dims": {b: int(self.weights[b].numel()) for b in self.blocks}}
+
+    @classmethod
+    def from_description(cls, description: Mapping[str, Any]) -> LinearJudge:
+        blocks, weights, bias = (description.get(key) for key in ("blocks", "weights", "bias"))
+        if not isinstance(blocks, (list, tuple)) or not all(isinstance(b, str) for b in blocks):
+            raise ValueError(f"'blocks' must be a list of feature block names, got {blocks!r}")
+        if not isinstance(weights, Mapping):
+            raise ValueError("'weights' must map each feature block to a list of numbers")
+        if isinstance(bias, bool) or not isinstance(bias, numbers.Real) or not math.isfinite(bias):
+            raise ValueError(f"'bias' must be a finite number, got {bias!r}")
+        tensors = {}
+        for b, w in weights.items():
+            try:
+                t = torch.tensor(w, dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise ValueError(f"weights[{b!r}] is not a list of numbers ({e})") from e
+            if t.dim() != 1 or not bool(torch.isfinite(t).all()):
+                raise ValueError(f"weights[{b!r}] must be a flat list of finite numbers")
+            tensors[b] = t
+        return cls(tensors, float(bias), _threshold_of(description.get("threshold")), tuple(blocks))
 
 
 def draft_rank(target_logits: torch.Tensor, draft_tokens: torch.Tensor) -> torch.Tensor:
@@ -184,34 +274,48 @@ class TopKJudge(Judge):
     """Accept a mismatching draft token iff it is in the target's top ``k`` (by logit)."""
 
     name = "top_k"
+    kind, spec_form = "topk", "topk:K"
     threshold = 0.5
 
     def __init__(self, k: int):
-        if k < 1:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.k = int(k)
+
+    @classmethod
+    def from_spec(cls, arg: str | None) -> TopKJudge:
+        if arg is None:
+            raise ValueError("topk needs K: topk:K")
+        return cls(int(arg))
 
     def p_important(self, feats: MismatchFeatures) -> torch.Tensor:
         rank = draft_rank(feats.target_logits, feats.draft_tokens)
         return (rank >= self.k).float()
 
-    def describe(self) -> dict:
-        return {**super().describe(), "k": self.k}
+    def params(self) -> dict[str, Any]:
+        return {"k": self.k}
 
 
 class ProbThresholdJudge(Judge):
     """Accept a mismatching draft token iff the target gives it probability ``>= p_min``."""
 
-    name = "prob"
+    name = kind = "prob"
+    spec_form = "prob:P"
     threshold = 0.5
 
     def __init__(self, p_min: float):
-        if not 0.0 <= p_min <= 1.0:
+        if isinstance(p_min, bool) or not isinstance(p_min, numbers.Real) or not 0.0 <= p_min <= 1.0:
             raise ValueError(f"p_min must be in [0, 1], got {p_min}")
         self.p_min = float(p_min)
+
+    @classmethod
+    def from_spec(cls, arg: str | None) -> ProbThresholdJudge:
+        if arg is None:
+            raise ValueError("prob needs P: prob:P")
+        return cls(float(arg))
 
     def p_important(self, feats: MismatchFeatures) -> torch.Tensor:
         return (feats.extras[:, 0] < self.p_min).float()
 
-    def describe(self) -> dict:
-        return {**super().describe(), "p_min": self.p_min}
+    def params(self) -> dict[str, Any]:
+        return {"p_min": self.p_min}

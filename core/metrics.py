@@ -14,12 +14,18 @@ Plus autojudge's own: ``num_judge_accepted`` (mismatching draft tokens the judge
 accepted), ``num_target_forwards`` and ``num_target_tokens`` (sequential target
 passes and tokens fed to the target, prefill included), and timings. Times are
 wall-clock seconds; on CUDA the engine synchronises before reading the clock.
+
+Both backends fill the same class. The transformers engine records every cycle;
+the vLLM backend counts on the device (per call, i.e. per batch) and adds
+``num_mismatches_reached`` and ``accepted_per_position`` (cycles that accepted
+draft position i), from which :meth:`GenerationMetrics.with_cycles` rebuilds the
+per-cycle lists. Neither of these two enters :meth:`~GenerationMetrics.as_dict`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -43,12 +49,22 @@ class GenerationMetrics:
     judge_time: float = 0.0
     wall_time: float = 0.0
     num_generations: int = 1
+    # vLLM's device counters (the transformers engine leaves them empty: it records every cycle)
+    num_mismatches_reached: int = 0  # mismatches the judge was asked about (at or before the first rejection)
+    accepted_per_position: list[int] = field(default_factory=list)  # cycles that accepted draft position i
 
     # -- derived -----------------------------------------------------------------
     @property
     def mean_acceptance_length(self) -> float:
-        """Tokens emitted per verification cycle (accepted drafts + 1 target token)."""
-        return sum(self.emitted_per_cycle) / self.num_drafts if self.num_drafts else 0.0
+        """Tokens emitted per verification cycle (accepted drafts + 1 target token).
+
+        From the per-cycle lists; from the counts when none were recorded (vLLM's counters).
+        """
+        if not self.num_drafts:
+            return 0.0
+        if not self.emitted_per_cycle:
+            return (self.num_accepted_tokens + self.num_drafts) / self.num_drafts
+        return sum(self.emitted_per_cycle) / self.num_drafts
 
     @property
     def draft_acceptance_rate(self) -> float:
@@ -60,6 +76,8 @@ class GenerationMetrics:
 
     def acceptance_per_position(self) -> list[float]:
         """Fraction of cycles accepting draft position i among cycles that proposed it."""
+        if not self.proposed_per_cycle and self.accepted_per_position:  # counts only: every cycle proposes k
+            return [a / self.num_drafts if self.num_drafts else 0.0 for a in self.accepted_per_position]
         k = max(self.proposed_per_cycle, default=0)
         rates = []
         for i in range(k):
@@ -76,6 +94,26 @@ class GenerationMetrics:
             hist[a] += 1
         return hist
 
+    def with_cycles(self, k: int) -> GenerationMetrics:
+        """A copy whose per-cycle lists are rebuilt from ``accepted_per_position`` (vLLM's counters).
+
+        ``accepted_per_position[i]`` = cycles that accepted draft position ``i`` fixes the multiset
+        of accepted lengths exactly; cycle order is lost, and every cycle counts as proposing ``k``.
+        """
+        at_least = [
+            self.num_drafts,
+            *self.accepted_per_position,
+            0,
+        ]  # at_least[a] = cycles with >= a accepted
+        accepted = [a for a in range(len(at_least) - 1) for _ in range(at_least[a] - at_least[a + 1])]
+        return replace(
+            self,
+            accepted_per_cycle=accepted,
+            proposed_per_cycle=[k] * len(accepted),
+            emitted_per_cycle=[a + 1 for a in accepted],
+            accepted_per_position=list(self.accepted_per_position),
+        )
+
     # -- aggregation -----------------------------------------------------------------
     @classmethod
     def merge(cls, items: Iterable[GenerationMetrics]) -> GenerationMetrics:
@@ -85,12 +123,16 @@ class GenerationMetrics:
                 "num_output_tokens", "num_prompt_tokens", "num_drafts", "num_draft_tokens",
                 "num_accepted_tokens", "num_judge_accepted", "num_judge_calls", "num_target_forwards",
                 "num_target_tokens", "prefill_time", "draft_time", "target_time", "judge_time",
-                "wall_time", "num_generations",
+                "wall_time", "num_generations", "num_mismatches_reached",
             ):  # fmt: skip
                 setattr(total, f, getattr(total, f) + getattr(m, f))
             total.accepted_per_cycle += m.accepted_per_cycle
             total.proposed_per_cycle += m.proposed_per_cycle
             total.emitted_per_cycle += m.emitted_per_cycle
+            per, other = total.accepted_per_position, m.accepted_per_position
+            per.extend([0] * (len(other) - len(per)))
+            for i, a in enumerate(other):
+                per[i] += a
         return total
 
     def as_dict(self) -> dict[str, Any]:

@@ -17,12 +17,17 @@ Contract, in the order the pipeline uses it:
 4. ``extract_answer(response)`` returns a JSON-serialisable answer, or ``None``
    when the response has no answer.
 5. ``equivalent(a, b, example)`` and ``is_correct(answer, example)`` decide.
-   They may be slow (SymPy, sandboxes, LLM judges). They must be callable in a
+   They may be slow (SymPy, sandboxes, an LLM comparer). They must be callable in a
    worker process: a task instance and its answers must survive the trip to a
    process pool (plain attributes, no open handles or models created in
-   ``__init__``; create those lazily). ``equivalent_many`` is the batch entry
-   point and is what mining calls; override it when the task has a faster
-   batched path (a warm sandbox pool, one LLM-judge batch).
+   ``__init__``; create those lazily). ``equivalent_outcomes`` is the batch entry
+   point: mining calls it once per batch of checks (then ``is_correct`` per
+   answer), see ``run_checks`` in :mod:`autojudge.core.mining.steps`. Its default
+   wraps ``equivalent_many``, which calls ``equivalent`` per pair; override
+   ``equivalent_outcomes`` when the task has a faster batched path or can report
+   timeouts and errors (the built-in tasks hand it to a comparer of
+   :mod:`autojudge.core.compare`: the math-verify process pool, the warm sandbox
+   pool, one LLM comparer batch).
 
 Limits: answers are compared as opaque values by the task alone; ``None``
 (no answer) is never equivalent to anything, including another ``None``,
@@ -101,7 +106,9 @@ class Task(ABC):
 
     # -- data -----------------------------------------------------------------
     @abstractmethod
-    def load(self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
+    def load(
+        self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None
+    ) -> list[Example]:
         """Return the examples of ``split`` (first ``limit`` rows when given)."""
 
     # -- prompting --------------------------------------------------------------
@@ -120,7 +127,7 @@ class Task(ABC):
             return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
-    # -- judging ----------------------------------------------------------------
+    # -- answers and their comparison -----------------------------------------
     @abstractmethod
     def extract_answer(self, response: str) -> Any | None:
         """The final answer in ``response``, or ``None`` when it has none."""
@@ -182,6 +189,10 @@ def validate_task(task: Any) -> Task:
     if not isinstance(desc, str) or not desc.strip():
         raise TaskValidationError(f"task {name!r} has no description (a one-line string)")
     stops = getattr(task, "stop_sequences", ())
-    if not isinstance(stops, Iterable) or isinstance(stops, str) or not all(isinstance(s, str) and s for s in stops):
+    if (
+        not isinstance(stops, Iterable)
+        or isinstance(stops, str)
+        or not all(isinstance(s, str) and s for s in stops)
+    ):
         raise TaskValidationError(f"task {name!r}: stop_sequences must be a tuple of non-empty strings")
     return task

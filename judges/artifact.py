@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 from autojudge.core import __version__
+from autojudge.core.fingerprint import FINGERPRINT_KEYS
 from autojudge.core.judge import EXTRAS, FEATURE_BLOCKS, LinearJudge
 
 ARTIFACT_FORMAT = "autojudge-judge/1"
 METADATA_KEY = "autojudge"
-FINGERPRINT_KEYS = ("config_sha256", "vocab_sha256", "hidden_size")
 _MAX_HEADER = 64 * 1024 * 1024
 
 

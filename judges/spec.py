@@ -1,33 +1,35 @@
 """Turn a judge specification string (command line, config) into a :class:`~autojudge.core.judge.Judge`.
 
-Forms: ``never`` (lossless), ``always``, ``topk:K``, ``prob:P``, or the path of a
-judge artifact written by ``aj train`` (checked against the models in use).
+Forms: a registered judge kind (``never`` (lossless), ``always``, ``topk:K``, ``prob:P``,
+or a plugin's ``mykind:ARG``; see ``register_judges`` in docs/plugins.md), or the path
+of a judge artifact written by ``aj train`` (checked against the models in use). This
+is the one place that resolves a user's ``--judge`` string; backends receive the
+resulting judge (or its :meth:`~autojudge.core.judge.Judge.describe` description).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from autojudge.core.judge import AlwaysAccept, Judge, NeverAccept, ProbThresholdJudge, TopKJudge
+from autojudge.core.judge import Judge
+from autojudge.plugins.manager import judge_from_spec, judge_spec_forms
 
+#: the forms of the built-in judge kinds (plugins may add more: ``judge_spec_forms()``)
 BASELINE_FORMS = ("never", "always", "topk:K", "prob:P")
 
 
 def parse_baseline(spec: str) -> Judge | None:
-    """The baseline judge named by ``spec``, or None when ``spec`` names no baseline."""
-    s = spec.strip().lower()
-    if s == "never":
-        return NeverAccept()
-    if s == "always":
-        return AlwaysAccept()
-    kind, sep, arg = s.partition(":")
-    if not sep or kind not in ("topk", "prob"):
-        return None
-    try:
-        return TopKJudge(int(arg)) if kind == "topk" else ProbThresholdJudge(float(arg))
-    except ValueError as e:
-        raise ValueError(f"bad judge spec {spec!r}: {e}") from e
+    """The judge a registered kind names in ``spec``, or None when ``spec`` names no kind."""
+    return judge_from_spec(spec)
+
+
+def _fingerprint(model: Any) -> Mapping[str, Any] | None:
+    """A ``LoadedModel``'s fingerprint, or a fingerprint dict as it is (e.g. ``VLLMEngine.fingerprints()``)."""
+    if model is None or isinstance(model, Mapping):
+        return model
+    return model.fingerprint()
 
 
 def load_judge_spec(
@@ -38,7 +40,10 @@ def load_judge_spec(
     threshold: float | None = None,
     device: str = "cpu",
 ) -> Judge:
-    """A baseline judge, or a trained judge artifact checked against ``target``/``draft`` (``LoadedModel``)."""
+    """A registered judge kind, or a trained judge artifact checked against ``target``/``draft``.
+
+    ``target``/``draft``: ``LoadedModel`` objects or their fingerprint dicts.
+    """
     judge = parse_baseline(spec)
     if judge is not None:
         if threshold is not None:
@@ -47,14 +52,14 @@ def load_judge_spec(
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(
-            f"judge {spec!r} is neither a baseline ({', '.join(BASELINE_FORMS)}) nor an existing file"
+            f"judge {spec!r} is neither a baseline ({', '.join(judge_spec_forms())}) nor an existing file"
         )
     from autojudge.judges.artifact import load_judge
 
     judge, _meta = load_judge(
         path,
-        target_fingerprint=target.fingerprint() if target is not None else None,
-        draft_fingerprint=draft.fingerprint() if draft is not None else None,
+        target_fingerprint=_fingerprint(target),
+        draft_fingerprint=_fingerprint(draft),
         threshold=threshold,
         device=device,
     )

@@ -26,7 +26,7 @@ import copy
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,36 @@ def fit_feature_set(
     )
 
 
+@dataclass(frozen=True)
+class JudgeBrief:
+    """The saved judge of a :class:`TrainResult` in brief; :meth:`as_dict` is its JSON record, in field order."""
+
+    chosen: str  # the feature set, e.g. "dd+dt"
+    threshold: float  # calibrated on validation for ``TrainConfig.target_recall``
+    val_auc: float
+    train_auc: float
+    n_labels: int | None
+    split: dict[str, Any]
+    at_threshold: dict[str, float]
+
+    @property
+    def in_sample_note(self) -> str | None:
+        """Why the validation metrics are in-sample (too few prompts for a held-out split); None when held out."""
+        return None if self.split["held_out"] else self.split["note"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def single_class_reason(labels: np.ndarray) -> str | None:
+    """Why no judge can be trained on ``labels``: they hold one class only. None when both occur."""
+    classes = set(np.unique(labels).tolist())
+    if len(classes) >= 2:
+        return None
+    kind = "important" if classes == {1} else "unimportant"
+    return f"all {len(labels)} mined mismatches are {kind}: a judge needs both classes"
+
+
 @dataclass
 class TrainResult:
     """Everything :func:`train_judges` learned: per-set fits, the chosen one and its calibration."""
@@ -236,10 +266,17 @@ class TrainResult:
     split: dict[str, Any]
     seconds: float
     y_val: np.ndarray = field(repr=False)
+    n_labels: int | None = None  # labelled mismatches trained on (all rows, training + validation)
 
     @property
     def best(self) -> FeatureSetResult:
         return self.results[self.chosen]
+
+    def brief(self) -> JudgeBrief:
+        """The chosen judge in brief: what ``aj run`` records (state.json, summary.json ``training``)."""
+        b = self.best
+        return JudgeBrief(chosen=self.chosen, threshold=self.threshold, val_auc=b.val_auc, train_auc=b.train_auc,
+                          n_labels=self.n_labels, split=self.split, at_threshold=self.at_threshold)  # fmt: skip
 
     def judge(self) -> LinearJudge:
         return self.best.linear_judge(self.threshold)
@@ -369,7 +406,9 @@ def train_judges(
             raise
         train_idx = val_idx = np.arange(data.n)
         split_seed, held_out = None, False
-        note = f"{e}; trained and calibrated in-sample on all rows with C={config.in_sample_c} (no held-out AUC)"
+        note = (
+            f"{e}; trained and calibrated in-sample on all rows with C={config.in_sample_c} (no held-out AUC)"
+        )
         config = replace(config, c_grid=(config.in_sample_c,))
     y_train, y_val = data.labels[train_idx].astype(np.int64), data.labels[val_idx].astype(np.int64)
     results: dict[str, FeatureSetResult] = {}
@@ -419,6 +458,7 @@ def train_judges(
         split=split,
         seconds=time.perf_counter() - t0,
         y_val=y_val,
+        n_labels=data.n,
     )
 
 

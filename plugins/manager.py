@@ -11,7 +11,20 @@ Loading rules:
   malformed yields a :class:`PluginWarning` naming it; the others still load.
   The problems are kept in :attr:`PluginRegistry.problems` for ``aj plugins``.
 * Two tasks with one name: the first registered wins (built-ins come first) and
-  the second yields a warning.
+  the second yields a warning. The same holds for judge kinds, drafters and comparers.
+
+Registries besides tasks (one hook each, the same care):
+
+* judge kinds (``register_judges``): :class:`~autojudge.core.judge.Judge` subclasses
+  by ``kind``. :func:`judge_from_spec` builds the judge a ``--judge`` string names
+  (``never``, ``topk:3``, a plugin's ``mykind:ARG``); :func:`judge_from_description`
+  rebuilds a judge from its :meth:`~autojudge.core.judge.Judge.describe` output (how
+  the vLLM backend ships a judge to its workers). Artifact files are resolved one
+  floor up, by ``autojudge.judges.spec.load_judge_spec``.
+* drafters (``register_drafters``): :class:`~autojudge.core.drafters.Drafter`
+  subclasses by ``name``; :func:`get_drafter` instantiates one.
+* comparers (``register_comparers``): answer-comparison backends, any object with a
+  ``name``; :func:`get_comparer` returns it as registered.
 
 Named datasets (``--dataset``): a registered task may offer several data sets by
 setting ``datasets`` (a tuple of names), optionally ``default_dataset``, and a
@@ -24,17 +37,21 @@ accepts no ``dataset``. :class:`UnknownDatasetError` lists the valid values.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
 import threading
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
 import pluggy
 
-from autojudge.core.task import Task, TaskValidationError, validate_task
+from autojudge.core.drafters import Drafter
+from autojudge.core.judge import Judge
+from autojudge.core.task import TASK_NAME_RE, Task, TaskValidationError, validate_task
 from autojudge.plugins import hookspecs
 
 LOAD_PLUGINS_ENV = "AJ_LOAD_PLUGINS"
@@ -42,6 +59,9 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 
 #: module paths of the plugins that ship with autojudge
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "autojudge.plugins.judges",
+    "autojudge.plugins.drafters",
+    "autojudge.plugins.comparers",
     "autojudge.plugins.toy",
     "autojudge.plugins.math.plugin",
     "autojudge.plugins.qa.plugin",
@@ -60,6 +80,17 @@ class UnknownTaskError(KeyError):
         return str(self.args[0])
 
 
+class UnknownNameError(KeyError):
+    """No registered judge kind, drafter or comparer has the requested name (the message lists them)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _Malformed(ValueError):
+    """A registration the manager refuses (the message says why)."""
+
+
 @dataclass
 class PluginInfo:
     name: str
@@ -68,6 +99,9 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    judges: list[str] = field(default_factory=list)
+    drafters: list[str] = field(default_factory=list)
+    comparers: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +111,9 @@ class PluginInfo:
             "hooks": self.hooks,
             "tasks": self.tasks,
             "commands": self.commands,
+            "judges": self.judges,
+            "drafters": self.drafters,
+            "comparers": self.comparers,
         }
 
 
@@ -88,6 +125,12 @@ class PluginRegistry:
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
     task_owner: dict[str, str] = field(default_factory=dict)
+    judges: dict[str, type[Judge]] = field(default_factory=dict)  # by kind
+    judge_owner: dict[str, str] = field(default_factory=dict)
+    drafters: dict[str, type[Drafter]] = field(default_factory=dict)
+    drafter_owner: dict[str, str] = field(default_factory=dict)
+    comparers: dict[str, Any] = field(default_factory=dict)
+    comparer_owner: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     def warn(self, message: str) -> None:
@@ -170,30 +213,112 @@ def _check_hooks(reg: PluginRegistry, name: str, plugin: object, dist: str | Non
         )
 
 
-def _collect_tasks(reg: PluginRegistry) -> None:
-    for impl in reg.pm.hook.register_tasks.get_hookimpls():  # registration order: built-ins first
+def _collect(
+    reg: PluginRegistry,
+    hook: str,
+    what: str,
+    validate: Callable[[Any], tuple[str, Any]],
+    store: dict[str, Any],
+    owner: dict[str, str],
+    info_attr: str,
+) -> None:
+    """Call every plugin's ``hook(register)``; keep valid registrations, first name wins, warn otherwise."""
+    for impl in getattr(reg.pm.hook, hook).get_hookimpls():  # registration order: built-ins first
         plugin = impl.plugin_name
 
-        def register(task: Any, _plugin: str = plugin) -> None:
+        def register(obj: Any, _plugin: str = plugin) -> None:
             try:
-                task = validate_task(task)
-            except TaskValidationError as e:
-                reg.warn(f"plugin {_plugin!r} registered a malformed task: {e}")
+                name, obj = validate(obj)
+            except (_Malformed, TaskValidationError) as e:
+                reg.warn(f"plugin {_plugin!r} registered a malformed {what}: {e}")
                 return
-            if task.name in reg.tasks:
+            if name in store:
                 reg.warn(
-                    f"plugin {_plugin!r} registered task {task.name!r}, already registered by "
-                    f"{reg.task_owner[task.name]!r}; keeping the first"
+                    f"plugin {_plugin!r} registered {what} {name!r}, already registered by "
+                    f"{owner[name]!r}; keeping the first"
                 )
                 return
-            reg.tasks[task.name] = task
-            reg.task_owner[task.name] = _plugin
-            reg.plugins[_plugin].tasks.append(task.name)
+            store[name] = obj
+            owner[name] = _plugin
+            info = reg.plugins.get(_plugin)
+            if info is not None:
+                getattr(info, info_attr).append(name)
 
         try:
             impl.function(register=register)
         except Exception as e:
-            reg.warn(f"plugin {plugin!r} failed in register_tasks: {type(e).__name__}: {e}")
+            reg.warn(f"plugin {plugin!r} failed in {hook}: {type(e).__name__}: {e}")
+
+
+def _valid_name(what: str, label: str, name: Any) -> str:
+    if not isinstance(name, str) or not TASK_NAME_RE.match(name):
+        raise _Malformed(
+            f"{label} has an invalid {what} {name!r}: use lowercase letters, digits, '_', '-', '.' "
+            f"(regex {TASK_NAME_RE.pattern})"
+        )
+    return name
+
+
+def _registered_class(obj: Any, base: type, hook: str) -> type:
+    if not isinstance(obj, type):
+        got = f"an instance of {type(obj).__name__}" if isinstance(obj, base) else f"got {type(obj).__name__}"
+        raise _Malformed(
+            f"{hook} expects a subclass of {base.__module__}.{base.__name__} (the class itself), {got}"
+        )
+    if not issubclass(obj, base):
+        raise _Malformed(f"{obj.__name__} is not a subclass of {base.__module__}.{base.__name__}")
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+        raise _Malformed(f"{obj.__name__} is abstract (implement {missing})")
+    return obj
+
+
+def _validate_task(obj: Any) -> tuple[str, Task]:
+    task = validate_task(obj)
+    return task.name, task
+
+
+def _validate_judge(obj: Any) -> tuple[str, type[Judge]]:
+    cls = _registered_class(obj, Judge, "register_judges")
+    kind = _valid_name("kind", f"judge {cls.__name__}", getattr(cls, "kind", None))
+    form = getattr(cls, "spec_form", None)
+    if form is not None and (
+        not isinstance(form, str)
+        or not (form == kind or (form.startswith(kind + ":") and len(form) > len(kind) + 1))
+    ):
+        raise _Malformed(
+            f"judge {cls.__name__} (kind {kind!r}) has spec_form {form!r}: use {kind!r}, {kind + ':ARG'!r} or None"
+        )
+    return kind, cls
+
+
+def _validate_drafter(obj: Any) -> tuple[str, type[Drafter]]:
+    cls = _registered_class(obj, Drafter, "register_drafters")
+    return _valid_name("name", f"drafter {cls.__name__}", getattr(cls, "name", None)), cls
+
+
+def _validate_comparer(obj: Any) -> tuple[str, Any]:
+    if obj is None:
+        raise _Malformed("register_comparers expects a comparer with a 'name', got None")
+    label = f"comparer {getattr(obj, '__name__', type(obj).__name__)}"
+    return _valid_name("name", label, getattr(obj, "name", None)), obj
+
+
+def _collect_all(reg: PluginRegistry) -> None:
+    _collect(reg, "register_tasks", "task", _validate_task, reg.tasks, reg.task_owner, "tasks")
+    _collect(reg, "register_judges", "judge kind", _validate_judge, reg.judges, reg.judge_owner, "judges")
+    _collect(
+        reg, "register_drafters", "drafter", _validate_drafter, reg.drafters, reg.drafter_owner, "drafters"
+    )
+    _collect(
+        reg,
+        "register_comparers",
+        "comparer",
+        _validate_comparer,
+        reg.comparers,
+        reg.comparer_owner,
+        "comparers",
+    )
 
 
 def _record_hooks(reg: PluginRegistry) -> None:
@@ -220,7 +345,7 @@ def load_plugins(*, reload: bool = False) -> PluginRegistry:
         _load_builtins(reg)
         _load_entry_points(reg)
         _record_hooks(reg)
-        _collect_tasks(reg)
+        _collect_all(reg)
         _registry = reg
         return reg
 
@@ -299,3 +424,103 @@ def register_commands(cli: Any) -> None:
 def plugins_info() -> list[dict[str, Any]]:
     """JSON-ready description of each loaded plugin and what it registered."""
     return [info.as_dict() for info in load_plugins().plugins.values()]
+
+
+# -- judge kinds, drafters, comparers ------------------------------------------------------------
+
+
+def _lookup(store: Mapping[str, Any], name: str, what: str, hook: str) -> Any:
+    if name not in store:
+        known = ", ".join(sorted(store)) or "(none)"
+        raise UnknownNameError(
+            f"unknown {what} {name!r}. Registered: {known}. Plugins add more through {hook}; "
+            f"`aj plugins` lists them and shows plugins that failed to load."
+        )
+    return store[name]
+
+
+def get_judge_kinds() -> dict[str, type[Judge]]:
+    """Every registered judge class by kind (``never``, ``always``, ``topk``, ``prob``, ``linear``, ...)."""
+    return dict(load_plugins().judges)
+
+
+def get_judge_kind(kind: str) -> type[Judge]:
+    """The judge class registered as ``kind``; :class:`UnknownNameError` lists the known kinds."""
+    return _lookup(load_plugins().judges, kind, "judge kind", "register_judges")
+
+
+def judge_spec_forms() -> tuple[str, ...]:
+    """How ``--judge`` strings name the registered kinds: ``("never", "always", "topk:K", "prob:P", ...)``."""
+    return tuple(cls.spec_form for cls in load_plugins().judges.values() if cls.spec_form is not None)
+
+
+def judge_from_spec(spec: str) -> Judge | None:
+    """The judge a ``--judge`` string names through a registered kind, or None when it names none.
+
+    ``KIND`` matches a kind whose ``spec_form`` has no argument, ``KIND:ARG`` one whose form
+    has one (kinds compare case-insensitively); anything else (an artifact path) is None.
+    A bad ``ARG`` raises ``ValueError("bad judge spec ...")``.
+    """
+    kind, sep, arg = spec.strip().partition(":")
+    cls = load_plugins().judges.get(kind.strip().lower())
+    if cls is None or cls.spec_form is None or bool(sep) != (":" in cls.spec_form):
+        return None
+    try:
+        judge = cls.from_spec(arg.strip() if sep else None)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"bad judge spec {spec!r}: {e}") from e
+    if not isinstance(judge, Judge):
+        raise TypeError(f"{cls.__name__}.from_spec returned {type(judge).__name__}, not a Judge")
+    return judge
+
+
+def judge_from_description(description: Mapping[str, Any], *, device: Any = None) -> Judge:
+    """Rebuild a judge from :meth:`Judge.describe`'s output through the registry (on ``device`` when given).
+
+    The one way any backend turns a description back into a judge. An unknown ``kind`` (for
+    a plugin's kind: the plugin is not installed here) or a malformed description raises
+    ``ValueError``.
+    """
+    if not isinstance(description, Mapping):
+        raise ValueError(
+            f"a judge description is a JSON object with a 'kind', got {type(description).__name__}"
+        )
+    kind = description.get("kind")
+    judges = load_plugins().judges
+    if not isinstance(kind, str) or kind not in judges:
+        known = ", ".join(sorted(judges)) or "(none)"
+        raise ValueError(
+            f"judge description of unknown kind {kind!r}; registered kinds: {known} "
+            "(a plugin's kind needs the plugin installed where the judge is rebuilt)"
+        )
+    cls = judges[kind]
+    try:
+        judge = cls.from_description(description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"bad {kind!r} judge description: {e}") from e
+    if not isinstance(judge, Judge):
+        raise TypeError(f"{cls.__name__}.from_description returned {type(judge).__name__}, not a Judge")
+    if device is not None and callable(getattr(judge, "to", None)):
+        moved = judge.to(device)
+        judge = moved if isinstance(moved, Judge) else judge
+    return judge
+
+
+def get_drafters() -> dict[str, type[Drafter]]:
+    """Every registered drafter class by name (``draft-model``, ``lookup``, ``none``, ...)."""
+    return dict(load_plugins().drafters)
+
+
+def get_drafter(name: str, *args: Any, **kwargs: Any) -> Drafter:
+    """A new drafter of the class registered as ``name``, called with ``args``/``kwargs``."""
+    return _lookup(load_plugins().drafters, name, "drafter", "register_drafters")(*args, **kwargs)
+
+
+def get_comparers() -> dict[str, Any]:
+    """Every registered answer-comparison backend by name."""
+    return dict(load_plugins().comparers)
+
+
+def get_comparer(name: str) -> Any:
+    """The comparer registered as ``name`` (as registered); :class:`UnknownNameError` lists the known ones."""
+    return _lookup(load_plugins().comparers, name, "comparer", "register_comparers")

@@ -25,7 +25,9 @@ class ToyArithmeticTask(Task):
     stop_sequences = ("\n\n\n",)
     check_timeout = 2.0
 
-    def load(self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
+    def load(
+        self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None
+    ) -> list[Example]:
         if split not in ("train", "test"):
             raise ValueError(f"toy-arith has splits 'train' and 'test', not {split!r}")
         rng = random.Random(f"toy-arith-{split}")

@@ -26,6 +26,7 @@ from autojudge.sandbox.api import (
     TestCase,
     TestResult,
     UnsafeSandboxWarning,
+    backend_usage,
     get_sandbox,
 )
 from autojudge.sandbox.compare import same_output
@@ -45,6 +46,7 @@ __all__ = [
     "TestCase",
     "TestResult",
     "UnsafeSandboxWarning",
+    "backend_usage",
     "get_sandbox",
     "same_output",
 ]

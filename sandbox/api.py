@@ -21,6 +21,7 @@ by test (:func:`autojudge.sandbox.compare.same_output`).
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,8 +66,10 @@ def _check_plain(value: Any, what: str) -> None:
 
     def walk(v: Any) -> None:
         if type(v) is dict and len(v) == 1 and "$opaque" in v:
-            raise TypeError(f"{what} must be plain data (None, bool, int, float, str, bytes, list, tuple, "
-                            f"dict, set, complex), found an object of type {v['$opaque']}")
+            raise TypeError(
+                f"{what} must be plain data (None, bool, int, float, str, bytes, list, tuple, "
+                f"dict, set, complex), found an object of type {v['$opaque']}"
+            )
         if type(v) is dict:
             for x in v.values():
                 walk(x)
@@ -148,7 +151,11 @@ class TestCase:
                 raise ValueError("an expr test needs an expression")
         else:
             raise ValueError(f"unknown test kind {self.kind!r} (stdio, call, expr)")
-        if self.kind != "stdio" and self.expected is not NO_EXPECTED and self.compare not in ("truthy", "falsy"):
+        if (
+            self.kind != "stdio"
+            and self.expected is not NO_EXPECTED
+            and self.compare not in ("truthy", "falsy")
+        ):
             _check_plain(self.expected, "expected")
         if self.kind == "call":
             _check_plain(tuple(self.args), "args")
@@ -163,22 +170,56 @@ class TestCase:
             raise ValueError("timeout must be > 0")
 
     @classmethod
-    def stdio(cls, input: str, expected: Any = NO_EXPECTED, *, compare: str = "lcb",
-              timeout: float | None = None) -> TestCase:
+    def stdio(
+        cls, input: str, expected: Any = NO_EXPECTED, *, compare: str = "lcb", timeout: float | None = None
+    ) -> TestCase:
         return cls("stdio", input=input, expected=expected, compare=compare, timeout=timeout)
 
     @classmethod
-    def call(cls, fn_name: str, args: Sequence[Any] = (), expected: Any = NO_EXPECTED, *,
-             kwargs: Mapping[str, Any] | None = None, compare: str = "python", rel_tol: float = 0.0,
-             abs_tol: float = 0.0, timeout: float | None = None) -> TestCase:
-        return cls("call", fn_name=fn_name, args=tuple(args), kwargs=dict(kwargs or {}), expected=expected,
-                   compare=compare, rel_tol=rel_tol, abs_tol=abs_tol, timeout=timeout)
+    def call(
+        cls,
+        fn_name: str,
+        args: Sequence[Any] = (),
+        expected: Any = NO_EXPECTED,
+        *,
+        kwargs: Mapping[str, Any] | None = None,
+        compare: str = "python",
+        rel_tol: float = 0.0,
+        abs_tol: float = 0.0,
+        timeout: float | None = None,
+    ) -> TestCase:
+        return cls(
+            "call",
+            fn_name=fn_name,
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+            expected=expected,
+            compare=compare,
+            rel_tol=rel_tol,
+            abs_tol=abs_tol,
+            timeout=timeout,
+        )
 
     @classmethod
-    def expr(cls, expr: str, expected: Any = NO_EXPECTED, *, compare: str = "python", rel_tol: float = 0.0,
-             abs_tol: float = 0.0, timeout: float | None = None) -> TestCase:
-        return cls("expr", expression=expr, expected=expected, compare=compare, rel_tol=rel_tol, abs_tol=abs_tol,
-                   timeout=timeout)
+    def expr(
+        cls,
+        expr: str,
+        expected: Any = NO_EXPECTED,
+        *,
+        compare: str = "python",
+        rel_tol: float = 0.0,
+        abs_tol: float = 0.0,
+        timeout: float | None = None,
+    ) -> TestCase:
+        return cls(
+            "expr",
+            expression=expr,
+            expected=expected,
+            compare=compare,
+            rel_tol=rel_tol,
+            abs_tol=abs_tol,
+            timeout=timeout,
+        )
 
     @property
     def has_expected(self) -> bool:
@@ -294,8 +335,16 @@ class Limits:
     def __post_init__(self) -> None:
         if not self.timeout > 0:
             raise ValueError("timeout must be > 0")
-        for name in ("memory_mb", "pids", "max_output_bytes", "max_stderr_bytes", "tmpfs_mb", "shm_mb",
-                     "file_size_mb", "nofile"):
+        for name in (
+            "memory_mb",
+            "pids",
+            "max_output_bytes",
+            "max_stderr_bytes",
+            "tmpfs_mb",
+            "shm_mb",
+            "file_size_mb",
+            "nofile",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not self.cpus > 0:
@@ -314,8 +363,9 @@ class Sandbox(Protocol):
 
     def run(self, program: Program) -> ProgramResult: ...
 
-    def run_many(self, programs: Iterable[Program], *,
-                 progress: Callable[[int, int], None] | None = None) -> list[ProgramResult]: ...
+    def run_many(
+        self, programs: Iterable[Program], *, progress: Callable[[int, int], None] | None = None
+    ) -> list[ProgramResult]: ...
 
     def close(self) -> None: ...
 
@@ -332,7 +382,9 @@ class UnsafeSandboxWarning(UserWarning):
     """Programs run without isolation (``unsafe-local``)."""
 
 
-def get_sandbox(backend: str = "auto", *, workers: int = 2, limits: Limits | None = None, **options: Any) -> Sandbox:
+def get_sandbox(
+    backend: str = "auto", *, workers: int = 2, limits: Limits | None = None, **options: Any
+) -> Sandbox:
     """A sandbox of the given backend: ``"docker"``, ``"bwrap"``, ``"unsafe-local"`` or ``"auto"``.
 
     ``"auto"`` takes Docker when its daemon answers and the image is built, else bubblewrap
@@ -360,7 +412,11 @@ def get_sandbox(backend: str = "auto", *, workers: int = 2, limits: Limits | Non
     from autojudge.sandbox.bwrap_backend import BwrapSandbox
     from autojudge.sandbox.docker_backend import DockerSandbox
 
-    docker_opts = {k: v for k, v in options.items() if k in ("image", "mode", "base_url", "idle_exit_s", "jobs_per_session")}
+    docker_opts = {
+        k: v
+        for k, v in options.items()
+        if k in ("image", "mode", "base_url", "idle_exit_s", "jobs_per_session")
+    }
     bwrap_opts = {k: v for k, v in options.items() if k in ("rootfs", "jobs_per_session")}
     if options.get("mode") in ("persistent", "cold"):
         bwrap_opts["mode"] = options["mode"]
@@ -376,6 +432,45 @@ def get_sandbox(backend: str = "auto", *, workers: int = 2, limits: Limits | Non
             "Run `aj sandbox check` for details. (`unsafe-local` runs code WITHOUT isolation and is "
             "never chosen automatically.)"
         ) from None
-    warnings.warn(f"Docker sandbox unavailable ({docker_why}); falling back to bubblewrap",
-                  SandboxFallbackWarning, stacklevel=2)
+    if "base_url" not in options:  # not a daemon the caller named (and may know to be unreachable)
+        box.fallback_reason = docker_why  # type: ignore[attr-defined]
+        with _usage_lock:
+            _fallbacks.append(docker_why)
+    warnings.warn(
+        f"Docker sandbox unavailable ({docker_why}); falling back to bubblewrap",
+        SandboxFallbackWarning,
+        stacklevel=2,
+    )
     return box
+
+
+# --------------------------------------------------------------------------- what ran
+_usage_lock = threading.Lock()
+_programs_run: dict[str, int] = {}
+_fallbacks: list[str] = []
+_fallback_programs = 0
+
+
+def note_program(backend: str, *, fallback: bool = False) -> None:
+    """Count one program run by ``backend`` (``fallback``: on a sandbox ``auto`` fell back to)."""
+    global _fallback_programs
+    with _usage_lock:
+        _programs_run[backend] = _programs_run.get(backend, 0) + 1
+        _fallback_programs += bool(fallback)
+
+
+def backend_usage() -> dict[str, Any]:
+    """What this process ran, for reports and CI checks (the test suite prints it)::
+
+        {"programs": {backend: n}, "fallbacks": [why Docker was not used, ...], "fallback_programs": n}
+
+    ``fallbacks``: one entry per ``get_sandbox("auto")`` that fell back to bubblewrap because the
+    default Docker daemon (``DOCKER_HOST``, else the local socket) did not answer;
+    ``fallback_programs``: the programs run on those sandboxes.
+    """
+    with _usage_lock:
+        return {
+            "programs": dict(_programs_run),
+            "fallbacks": list(_fallbacks),
+            "fallback_programs": _fallback_programs,
+        }

@@ -34,8 +34,20 @@ from autojudge.sandbox.api import TestCase
 
 _MAX_SEQ = 1_000_000
 _PURE_CALLS = {
-    "set": set, "frozenset": frozenset, "tuple": tuple, "list": list, "dict": dict, "float": float, "int": int,
-    "str": str, "complex": complex, "bytes": bytes, "sorted": sorted, "abs": abs, "round": round, "bool": bool,
+    "set": set,
+    "frozenset": frozenset,
+    "tuple": tuple,
+    "list": list,
+    "dict": dict,
+    "float": float,
+    "int": int,
+    "str": str,
+    "complex": complex,
+    "bytes": bytes,
+    "sorted": sorted,
+    "abs": abs,
+    "round": round,
+    "bool": bool,
     "range": lambda *a: list(range(*a)),
 }
 _MATH_CONSTS = {"pi": math.pi, "e": math.e, "inf": math.inf, "nan": math.nan, "tau": math.tau}
@@ -54,7 +66,13 @@ def host_value(node: ast.AST, depth: int = 0) -> Any:
         return node.value
     if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
         items = [host_value(e, d) for e in node.elts]
-        return tuple(items) if isinstance(node, ast.Tuple) else set(items) if isinstance(node, ast.Set) else items
+        return (
+            tuple(items)
+            if isinstance(node, ast.Tuple)
+            else set(items)
+            if isinstance(node, ast.Set)
+            else items
+        )
     if isinstance(node, ast.Dict):
         if any(k is None for k in node.keys):
             raise NotHostValue("** in a dict display")
@@ -74,18 +92,30 @@ def host_value(node: ast.AST, depth: int = 0) -> Any:
             if not (isinstance(a, nums) and isinstance(b, nums)) or (isinstance(b, int) and abs(b) > 10_000):
                 raise NotHostValue("power too large")
             return a**b
-        if isinstance(op, ast.Mult) and (isinstance(a, (str, bytes, list, tuple)) or isinstance(b, (str, bytes, list, tuple))):
+        if isinstance(op, ast.Mult) and (
+            isinstance(a, (str, bytes, list, tuple)) or isinstance(b, (str, bytes, list, tuple))
+        ):
             n = b if isinstance(b, int) else a
             seq = a if isinstance(b, int) else b
             if not isinstance(n, int) or len(seq) * max(n, 0) > _MAX_SEQ:
                 raise NotHostValue("sequence repetition too large")
             return a * b
-        ops = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b, ast.Div: lambda: a / b,
-               ast.FloorDiv: lambda: a // b, ast.Mod: lambda: a % b}
+        ops = {
+            ast.Add: lambda: a + b,
+            ast.Sub: lambda: a - b,
+            ast.Mult: lambda: a * b,
+            ast.Div: lambda: a / b,
+            ast.FloorDiv: lambda: a // b,
+            ast.Mod: lambda: a % b,
+        }
         f = ops.get(type(op))
         if f is None:
             raise NotHostValue(f"operator {type(op).__name__}")
-        if isinstance(op, ast.Add) and isinstance(a, (str, bytes, list, tuple)) and len(a) + len(b) > _MAX_SEQ:
+        if (
+            isinstance(op, ast.Add)
+            and isinstance(a, (str, bytes, list, tuple))
+            and len(a) + len(b) > _MAX_SEQ
+        ):
             raise NotHostValue("sequence too large")
         if isinstance(op, ast.Mod) and isinstance(a, (str, bytes)):
             raise NotHostValue("string formatting")
@@ -93,8 +123,12 @@ def host_value(node: ast.AST, depth: int = 0) -> Any:
             return f()
         except (TypeError, ZeroDivisionError, OverflowError) as e:
             raise NotHostValue(str(e)) from None
-    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "math"
-            and node.attr in _MATH_CONSTS):
+    if (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "math"
+        and node.attr in _MATH_CONSTS
+    ):
         return _MATH_CONSTS[node.attr]
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _PURE_CALLS:
         if node.keywords or len(node.args) > 3:
@@ -138,8 +172,12 @@ def _float_kw(call: ast.Call, name: str, default: float) -> float:
 
 
 def _is_isclose(func: ast.AST) -> bool:
-    return (isinstance(func, ast.Attribute) and func.attr == "isclose" and isinstance(func.value, ast.Name)
-            and func.value.id in ("math", "cmath")) or (isinstance(func, ast.Name) and func.id == "isclose")
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr == "isclose"
+        and isinstance(func.value, ast.Name)
+        and func.value.id in ("math", "cmath")
+    ) or (isinstance(func, ast.Name) and func.id == "isclose")
 
 
 def _abs_diff(node: ast.AST) -> tuple[ast.AST, ast.AST] | None:
@@ -147,9 +185,15 @@ def _abs_diff(node: ast.AST) -> tuple[ast.AST, ast.AST] | None:
     if not (isinstance(node, ast.Call) and len(node.args) == 1 and not node.keywords):
         return None
     f = node.func
-    if not ((isinstance(f, ast.Name) and f.id == "abs") or
-            (isinstance(f, ast.Attribute) and f.attr == "fabs" and isinstance(f.value, ast.Name)
-             and f.value.id == "math")):
+    if not (
+        (isinstance(f, ast.Name) and f.id == "abs")
+        or (
+            isinstance(f, ast.Attribute)
+            and f.attr == "fabs"
+            and isinstance(f.value, ast.Name)
+            and f.value.id == "math"
+        )
+    ):
         return None
     arg = node.args[0]
     if isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Sub):
@@ -191,15 +235,23 @@ def _convert(test: ast.expr, names: set[str]) -> TestCase | None:
                 tol = host_value(right)
                 if isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol >= 0:
                     split = _split(diff[0], diff[1], names)
-                    if split is not None and isinstance(split[1], (int, float)) and not isinstance(split[1], bool):
+                    if (
+                        split is not None
+                        and isinstance(split[1], (int, float))
+                        and not isinstance(split[1], bool)
+                    ):
                         return TestCase.expr(ast.unparse(split[0]), split[1], abs_tol=float(tol))
         raise ValueError(f"comparison {type(op).__name__}")
     if isinstance(test, ast.Call) and _is_isclose(test.func) and len(test.args) == 2:
         split = _split(test.args[0], test.args[1], names)
         if split is None:
             raise ValueError("isclose of two program values")
-        return TestCase.expr(ast.unparse(split[0]), split[1], rel_tol=_float_kw(test, "rel_tol", 1e-9),
-                             abs_tol=_float_kw(test, "abs_tol", 0.0))
+        return TestCase.expr(
+            ast.unparse(split[0]),
+            split[1],
+            rel_tol=_float_kw(test, "rel_tol", 1e-9),
+            abs_tol=_float_kw(test, "abs_tol", 0.0),
+        )
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not) and isinstance(test.operand, ast.Call):
         return TestCase.expr(ast.unparse(test.operand), True, compare="falsy")
     if isinstance(test, ast.Call):
@@ -207,8 +259,9 @@ def _convert(test: ast.expr, names: set[str]) -> TestCase | None:
     raise ValueError(f"{type(test).__name__} condition")
 
 
-def parse_asserts(test_code: str | Sequence[str], entry_point: str | None = None, *,
-                  candidate: str = "candidate") -> AssertSuite:
+def parse_asserts(
+    test_code: str | Sequence[str], entry_point: str | None = None, *, candidate: str = "candidate"
+) -> AssertSuite:
     """Convert HumanEval test code (``def check(candidate): assert ...``) or MBPP's ``test_list``.
 
     ``entry_point``: the program's function under test (HumanEval's ``entry_point``; for MBPP
@@ -229,7 +282,9 @@ def parse_asserts(test_code: str | Sequence[str], entry_point: str | None = None
             body += [(s, {param}) for s in st.body]
         elif isinstance(st, ast.Assert):
             body.append((st, set()))
-        elif isinstance(st, ast.Assign) and all(isinstance(t, ast.Name) and t.id == "METADATA" for t in st.targets):
+        elif isinstance(st, ast.Assign) and all(
+            isinstance(t, ast.Name) and t.id == "METADATA" for t in st.targets
+        ):
             continue
         elif isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant):
             continue  # a docstring
@@ -238,8 +293,14 @@ def parse_asserts(test_code: str | Sequence[str], entry_point: str | None = None
     if entry_point is None:
         for st, _ in body:
             if isinstance(st, ast.Assert):
-                calls = [n for n in ast.walk(st.test) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                         and n.func.id not in _PURE_CALLS and n.func.id not in ("isclose",)]
+                calls = [
+                    n
+                    for n in ast.walk(st.test)
+                    if isinstance(n, ast.Call)
+                    and isinstance(n.func, ast.Name)
+                    and n.func.id not in _PURE_CALLS
+                    and n.func.id not in ("isclose",)
+                ]
                 if calls:
                     entry_point = calls[0].func.id  # type: ignore[attr-defined]
                     break

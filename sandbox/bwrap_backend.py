@@ -4,7 +4,9 @@ Each slot runs the harness in a ``bwrap`` sandbox:
 
 - all namespaces unshared (user, pid, net, ipc, uts, cgroup): no network at all (not even the
   host's loopback), its own process tree (when the sandbox's first process dies, the kernel
-  kills the rest; ``--die-with-parent`` ties it to this process), no nested user namespaces
+  kills the rest; ``--die-with-parent`` ties it to this process: the kernel ties it to the
+  *thread* that started it, so every sandbox is started from one long-lived owner thread, see
+  ``subproc._OwnerThread``; callers' threads may come and go), no nested user namespaces
   (``--disable-userns``), ``--new-session``;
 - the root is a read-only bind of the image's root filesystem (``aj sandbox build`` unpacks it
   next to the Docker image; without it, a read-only bind of the host's ``/usr`` and its
@@ -28,9 +30,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -42,6 +46,7 @@ from autojudge.sandbox.pool import PooledSandbox
 from autojudge.sandbox.protocol import SANDBOX_ENV, Collector, MiB, build_job, harness_source, new_token
 from autojudge.sandbox.subproc import ProcessSession, SessionSlot
 
+log = logging.getLogger("autojudge.sandbox")
 SANDBOX_UID = 65534
 UID_BASE = int(os.environ.get("AJ_SANDBOX_UID_BASE", "61000"))
 UID_COUNT = 1000
@@ -50,7 +55,9 @@ CGROUP_NAME = "autojudge-sandbox"
 OVERHEAD_MB = 64
 ENV = SANDBOX_ENV
 # moves itself into the cgroups ($2.. up to the count in $1), then becomes the sandbox
-_CGROUP_WRAPPER = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
+_CGROUP_WRAPPER = (
+    'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
+)
 
 
 @functools.lru_cache(maxsize=4)
@@ -61,7 +68,9 @@ def bwrap_features(bwrap: str) -> frozenset[str]:
     except (OSError, subprocess.TimeoutExpired):
         return frozenset()
     text = out.stdout + out.stderr
-    return frozenset(o for o in ("--size", "--disable-userns", "--die-with-parent", "--new-session") if o in text)
+    return frozenset(
+        o for o in ("--size", "--disable-userns", "--die-with-parent", "--new-session") if o in text
+    )
 
 
 # --------------------------------------------------------------------------- uid leases
@@ -73,8 +82,48 @@ def _uid_taken(uid: int) -> bool:
         return False
 
 
+def uid_processes(uid: int) -> list[int]:
+    """The host's live (not zombie) processes whose real uid is ``uid``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = dict(x.split(":", 1) for x in (d / "status").read_text().splitlines() if ":" in x)
+            except OSError:
+                continue
+            if fields.get("Uid", "").split()[:1] == [str(uid)] and fields.get("State", "").split()[
+                :1
+            ] not in (["Z"], ["X"]):
+                out.append(int(d.name))
+    return out
+
+
+def kill_uid_processes(uid: int, wait_s: float = 5.0) -> list[int]:
+    """SIGKILL every process of a leased sandbox uid (only ever a sandbox's: the uid is ours).
+
+    Catches what ``--die-with-parent`` cannot: bwrap binds its sandbox to its own life only after
+    it has created it, so a bwrap killed in that window (its owner killed, or a slot closed, just
+    as the sandbox starts) leaves the sandbox's first process waiting forever. Reaped when the
+    slot closes and, after a crash, when the uid is leased next.
+    """
+    killed: list[int] = []
+    t_end = time.monotonic() + wait_s
+    while True:
+        pids = uid_processes(uid)
+        if not pids or time.monotonic() > t_end:
+            return killed
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.02)
+
+
 def lease_uid() -> tuple[int, Any]:
-    """An unprivileged host uid for one slot, held (flock) until the returned file is closed."""
+    """An unprivileged host uid for one slot, held (flock) until the returned file is closed.
+
+    Whatever still runs as that uid belongs to a dead owner (the lock was free): it is killed.
+    """
     LEASE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     for uid in range(UID_BASE, UID_BASE + UID_COUNT):
         if _uid_taken(uid):
@@ -85,6 +134,11 @@ def lease_uid() -> tuple[int, Any]:
         except OSError:
             f.close()
             continue
+        leftovers = kill_uid_processes(uid)
+        if leftovers:
+            log.warning(
+                "bwrap sandbox: killed %d leftover process(es) of sandbox uid %d", len(set(leftovers)), uid
+            )
         return uid, f
     raise SandboxUnavailable(f"no free sandbox uid in {UID_BASE}..{UID_BASE + UID_COUNT - 1}")
 
@@ -180,6 +234,8 @@ class Cgroups:
 
 # --------------------------------------------------------------------------- the backend
 class _BwrapSlot(SessionSlot):
+    owned = True  # --die-with-parent: start from the owner thread, not from a caller's (short-lived) one
+
     def __init__(self, box: BwrapSandbox) -> None:
         super().__init__(box.mode == "persistent")
         self.box = box
@@ -199,12 +255,22 @@ class _BwrapSlot(SessionSlot):
         if self.procs:
             argv += ["/bin/sh", "-c", _CGROUP_WRAPPER, "sh", str(len(self.procs)), *self.procs]
         if self.uid is not None:
-            argv += [self.box.setpriv, f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
-                     "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+            argv += [
+                self.box.setpriv,
+                f"--reuid={self.uid}",
+                f"--regid={self.uid}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--no-new-privs",
+                "--",
+            ]
         return argv + self.box.bwrap_argv()
 
     def close(self) -> None:
         super().close()
+        if self.uid is not None and self._lease is not None:
+            kill_uid_processes(self.uid)  # a sandbox still starting when its bwrap was killed
         if self.procs:
             self.box.cgroups.remove(self.procs)
             self.procs = []
@@ -223,8 +289,15 @@ class BwrapSandbox(PooledSandbox):
     name = "bwrap"
     MODES = ("persistent", "cold")
 
-    def __init__(self, workers: int = 2, limits: Limits | None = None, *, rootfs: str | os.PathLike | None = None,
-                 mode: str = "persistent", jobs_per_session: int = 1000) -> None:
+    def __init__(
+        self,
+        workers: int = 2,
+        limits: Limits | None = None,
+        *,
+        rootfs: str | os.PathLike | None = None,
+        mode: str = "persistent",
+        jobs_per_session: int = 1000,
+    ) -> None:
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
         self.mode = mode
@@ -237,7 +310,9 @@ class BwrapSandbox(PooledSandbox):
         self.as_root = os.geteuid() == 0
         self.setpriv = shutil.which("setpriv") or ""
         if self.as_root and not self.setpriv:
-            raise SandboxUnavailable("running as root needs `setpriv` (util-linux) to drop to an unprivileged uid")
+            raise SandboxUnavailable(
+                "running as root needs `setpriv` (util-linux) to drop to an unprivileged uid"
+            )
         if rootfs is None:
             default = rootfs_dir(DEFAULT_IMAGE)
             self.rootfs: Path | None = default if rootfs_ok(default) else None
@@ -246,11 +321,14 @@ class BwrapSandbox(PooledSandbox):
         else:
             self.rootfs = Path(rootfs)
             if not rootfs_ok(self.rootfs):
-                raise SandboxUnavailable(f"{self.rootfs} is not a root filesystem with /usr/bin/python3: "
-                                         "run `aj sandbox build`")
+                raise SandboxUnavailable(
+                    f"{self.rootfs} is not a root filesystem with /usr/bin/python3: run `aj sandbox build`"
+                )
         if self.rootfs is None and not os.access("/usr/bin/python3", os.X_OK):
-            raise SandboxUnavailable("no sandbox root filesystem (run `aj sandbox build`) and no /usr/bin/python3 "
-                                     "on the host to bind instead")
+            raise SandboxUnavailable(
+                "no sandbox root filesystem (run `aj sandbox build`) and no /usr/bin/python3 "
+                "on the host to bind instead"
+            )
         self.cgroups = Cgroups()
         super().__init__(workers, limits)
         try:
@@ -264,7 +342,14 @@ class BwrapSandbox(PooledSandbox):
         lim = self.limits
         # --as-pid-1: the harness is PID 1: no bwrap process (with host paths in its command line) inside,
         # and the program can neither kill nor stop it (PID 1 only gets signals it handles)
-        a = [self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--as-pid-1"]
+        a = [
+            self.bwrap,
+            "--unshare-all",
+            "--unshare-user",
+            "--die-with-parent",
+            "--new-session",
+            "--as-pid-1",
+        ]
         if "--disable-userns" in self.features:
             a.append("--disable-userns")
         a += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox"]
@@ -312,10 +397,17 @@ class BwrapSandbox(PooledSandbox):
         try:
             program = Program("print(1)", [TestCase.stdio("", "1")])
             token = new_token()
-            job = build_job(program, self.limits, token, kill_all=True, wipe=list(self.wipe), workdir="/tmp",
-                            **self._job_options())
+            job = build_job(
+                program,
+                self.limits,
+                token,
+                kill_all=True,
+                wipe=list(self.wipe),
+                workdir="/tmp",
+                **self._job_options(),
+            )
             collector = Collector(token, 1, 1 << 20)
-            session = ProcessSession(slot._argv())
+            session = ProcessSession(slot._argv(), owned=True)
             try:
                 outcome = session.run(job, collector, time.monotonic() + 60, last=True)
             finally:
@@ -336,4 +428,3 @@ class BwrapSandbox(PooledSandbox):
             "tmpfs size limits": "--size" in self.features,
             "nested user namespaces blocked": "--disable-userns" in self.features,
         }
-

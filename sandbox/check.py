@@ -11,8 +11,9 @@ from typing import Any
 from autojudge.sandbox.api import Limits, Program, SandboxError, SandboxUnavailable, TestCase
 from autojudge.sandbox.image import DEFAULT_IMAGE, rootfs_dir, rootfs_ok
 
-_SMOKE = Program("import sys\nprint(sum(map(int, sys.stdin.read().split())))\n",
-                 [TestCase.stdio("1 2 3", "6")], id="smoke")
+_SMOKE = Program(
+    "import sys\nprint(sum(map(int, sys.stdin.read().split())))\n", [TestCase.stdio("1 2 3", "6")], id="smoke"
+)
 
 
 @dataclass
@@ -40,7 +41,9 @@ def _smoke(box) -> str | None:
     return None
 
 
-def check_docker(image: str = DEFAULT_IMAGE, *, run: bool = True, base_url: str | None = None) -> BackendStatus:
+def check_docker(
+    image: str = DEFAULT_IMAGE, *, run: bool = True, base_url: str | None = None
+) -> BackendStatus:
     details: dict[str, Any] = {"image": image}
     try:
         import docker  # noqa: F401
@@ -51,7 +54,9 @@ def check_docker(image: str = DEFAULT_IMAGE, *, run: bool = True, base_url: str 
     try:
         api = connect(base_url)
     except SandboxUnavailable as e:
-        details["docker binary"] = shutil.which("dockerd") or "dockerd not installed (apt-get install docker.io)"
+        details["docker binary"] = (
+            shutil.which("dockerd") or "dockerd not installed (apt-get install docker.io)"
+        )
         return BackendStatus("docker", False, str(e), details)
     try:
         v = api.version()
@@ -104,8 +109,9 @@ def check_bwrap(*, run: bool = True) -> BackendStatus:
 
 
 def check_local() -> BackendStatus:
-    return BackendStatus("unsafe-local", True,
-                         "always available, but NOT a sandbox: only on explicit request (--unsafe-local)")
+    return BackendStatus(
+        "unsafe-local", True, "always available, but NOT a sandbox: only on explicit request (--unsafe-local)"
+    )
 
 
 def check_all(*, run: bool = True, image: str = DEFAULT_IMAGE) -> dict[str, Any]:

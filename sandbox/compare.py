@@ -233,12 +233,15 @@ def _close(a: Any, b: Any, rel: float, abs_: float, depth: int) -> bool:
         return len(a) == len(b) and all(_close(x, y, rel, abs_, depth + 1) for x, y in zip(a, b, strict=True))
     if _tag(a) == "$tuple" and _tag(b) == "$tuple":
         la, lb = _check_list(a["$tuple"]), _check_list(b["$tuple"])
-        return len(la) == len(lb) and all(_close(x, y, rel, abs_, depth + 1) for x, y in zip(la, lb, strict=True))
+        return len(la) == len(lb) and all(
+            _close(x, y, rel, abs_, depth + 1) for x, y in zip(la, lb, strict=True)
+        )
     return canonical(a) == canonical(b)
 
 
-def compare_value(actual: Any, expected: Any, *, mode: str = "python", rel_tol: float = 0.0,
-                  abs_tol: float = 0.0) -> tuple[bool, str | None]:
+def compare_value(
+    actual: Any, expected: Any, *, mode: str = "python", rel_tol: float = 0.0, abs_tol: float = 0.0
+) -> tuple[bool, str | None]:
     """Compare a tagged returned value with a plain host value ``expected``."""
     try:
         if mode in ("truthy", "falsy"):
@@ -278,8 +281,13 @@ _STATUS_REASON = {
 }
 
 
-def grade(test: TestCase, rec: dict | None, *, missing_status: str = "sandbox_error",
-          missing_reason: str = "no result from the sandbox") -> TestResult:
+def grade(
+    test: TestCase,
+    rec: dict | None,
+    *,
+    missing_status: str = "sandbox_error",
+    missing_reason: str = "no result from the sandbox",
+) -> TestResult:
     """Turn the harness's record for one test into a :class:`TestResult`."""
     if rec is None:
         return TestResult(passed=False, status=missing_status, reason=missing_reason)
@@ -294,16 +302,26 @@ def grade(test: TestCase, rec: dict | None, *, missing_status: str = "sandbox_er
 
     status = rec.get("status")
     stdout = text("stdout")
-    res = TestResult(passed=False, status="sandbox_error", stdout=stdout, stderr=text("stderr"),
-                     time_s=num("time", float), exit_code=num("exit", int), signal=num("signal", int))
+    res = TestResult(
+        passed=False,
+        status="sandbox_error",
+        stdout=stdout,
+        stderr=text("stderr"),
+        time_s=num("time", float),
+        exit_code=num("exit", int),
+        signal=num("signal", int),
+    )
     if test.kind == "stdio":
         res.actual = stdout
     elif "value" in rec:
         res.value = rec["value"]
         res.actual = canonical_or_none(rec["value"])
     if status != "ok":
-        res.status = status if status in _STATUS_REASON or status in (
-            "runtime_error", "compile_error", "sandbox_error") else "sandbox_error"
+        res.status = (
+            status
+            if status in _STATUS_REASON or status in ("runtime_error", "compile_error", "sandbox_error")
+            else "sandbox_error"
+        )
         err = text("error")
         base = _STATUS_REASON.get(res.status, res.status.replace("_", " "))
         res.reason = err if err.startswith(base) else f"{base}: {err}" if err else base
@@ -318,8 +336,9 @@ def grade(test: TestCase, rec: dict | None, *, missing_status: str = "sandbox_er
     if test.kind == "stdio":
         ok, why = compare_stdio(stdout, test.expected, test.compare)
     else:
-        ok, why = compare_value(rec["value"], test.expected, mode=test.compare, rel_tol=test.rel_tol,
-                                abs_tol=test.abs_tol)
+        ok, why = compare_value(
+            rec["value"], test.expected, mode=test.compare, rel_tol=test.rel_tol, abs_tol=test.abs_tol
+        )
     res.passed = ok
     res.status = "passed" if ok else "wrong_answer"
     res.reason = why
@@ -342,5 +361,14 @@ def same_output(a: TestResult, b: TestResult, kind: str = "stdio") -> bool:
     return a.actual is None and b.actual is None and a.status == b.status
 
 
-__all__ = ["NO_EXPECTED", "Uncomparable", "canonical", "compare_stdio", "compare_value", "grade",
-           "same_output", "show_value", "stripped_lines"]
+__all__ = [
+    "NO_EXPECTED",
+    "Uncomparable",
+    "canonical",
+    "compare_stdio",
+    "compare_value",
+    "grade",
+    "same_output",
+    "show_value",
+    "stripped_lines",
+]

@@ -81,7 +81,9 @@ def connect(base_url: str | None = None, timeout: float = 60):
     try:
         import docker
     except ImportError as e:  # pragma: no cover - docker is a dependency
-        raise SandboxUnavailable(f"the `docker` Python package is missing ({e}): pip install 'docker>=7'") from None
+        raise SandboxUnavailable(
+            f"the `docker` Python package is missing ({e}): pip install 'docker>=7'"
+        ) from None
     try:
         if base_url:
             api = docker.APIClient(base_url=base_url, version="auto", timeout=timeout)
@@ -199,7 +201,8 @@ class _Stream:
             while not collector.done:
                 if self.eof:
                     outcome.error = "the harness stopped before reporting every test" + (
-                        f" ({collector.problem})" if collector.problem else "")
+                        f" ({collector.problem})" if collector.problem else ""
+                    )
                     return outcome
                 left = t_end - time.monotonic()
                 if left <= 0:
@@ -306,8 +309,15 @@ class _DockerSlot:
 
         def make(cid: str) -> _Stream:
             exec_id = self.api.exec_create(
-                cid, ["python3", "-I", "-c", harness_source()], stdin=True, stdout=True, stderr=True, tty=False,
-                user=f"{RUN_UID}:{RUN_UID}", workdir="/tmp", environment=ENV,
+                cid,
+                ["python3", "-I", "-c", harness_source()],
+                stdin=True,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                user=f"{RUN_UID}:{RUN_UID}",
+                workdir="/tmp",
+                environment=ENV,
             )["Id"]
             return _Stream(self.api.exec_start(exec_id, socket=True))
 
@@ -366,9 +376,17 @@ class DockerSandbox(PooledSandbox):
     name = "docker"
     MODES = ("persistent", "exec", "cold")
 
-    def __init__(self, workers: int = 2, limits: Limits | None = None, *, image: str = DEFAULT_IMAGE,
-                 mode: str = "persistent", base_url: str | None = None, idle_exit_s: float = 900.0,
-                 jobs_per_session: int = 1000) -> None:
+    def __init__(
+        self,
+        workers: int = 2,
+        limits: Limits | None = None,
+        *,
+        image: str = DEFAULT_IMAGE,
+        mode: str = "persistent",
+        base_url: str | None = None,
+        idle_exit_s: float = 900.0,
+        jobs_per_session: int = 1000,
+    ) -> None:
         import docker
 
         if mode not in self.MODES:
@@ -454,7 +472,9 @@ class DockerSandbox(PooledSandbox):
         try:
             cid = api.create_container(**self._container_config(api, harness))["Id"]
         except docker.errors.ImageNotFound:
-            raise SandboxError(f"the sandbox image {self.image} disappeared: run `aj sandbox build`") from None
+            raise SandboxError(
+                f"the sandbox image {self.image} disappeared: run `aj sandbox build`"
+            ) from None
         except docker.errors.APIError as e:
             raise SandboxError(f"cannot create a sandbox container: {_short(e)}") from None
         if start:
@@ -467,7 +487,9 @@ class DockerSandbox(PooledSandbox):
 
     def containers(self) -> list[str]:
         """Ids of the containers of this pool that still exist (for tests and diagnostics)."""
-        return [c["Id"] for c in self._api.containers(all=True, filters={"label": f"{LABEL_POOL}={self.pool_id}"})]
+        return [
+            c["Id"] for c in self._api.containers(all=True, filters={"label": f"{LABEL_POOL}={self.pool_id}"})
+        ]
 
     def _close_extra(self) -> None:
         # whatever this pool started and lost track of

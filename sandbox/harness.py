@@ -147,7 +147,7 @@ def decode(v, depth: int = 0):
     if type(v) is list:
         return [decode(x, d) for x in v]
     if type(v) is dict and len(v) == 1:
-        (tag, x), = v.items()
+        ((tag, x),) = v.items()
         if tag == "$tuple":
             return tuple(decode(e, d) for e in x)
         if tag == "$set":
@@ -222,7 +222,7 @@ def _children_of(pid: int) -> list:
                 stat = f.read()
         except OSError:
             continue
-        rest = stat[stat.rfind(b")") + 2:].split()
+        rest = stat[stat.rfind(b")") + 2 :].split()
         if len(rest) > 1 and int(rest[1]) == pid:
             out.append(int(name))
     return out
@@ -278,12 +278,18 @@ def _wipe(path: str) -> None:
 
 # --------------------------------------------------------------------------- the child
 def _fresh_stdio() -> None:
-    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8",
-                                 errors="replace")
-    sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8",
-                                  errors="backslashreplace")
-    sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)), encoding="utf-8",
-                                  errors="backslashreplace", line_buffering=True)
+    sys.stdin = io.TextIOWrapper(
+        io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8", errors="replace"
+    )
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8", errors="backslashreplace"
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=True,
+    )
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
 
 
@@ -360,8 +366,11 @@ def _child(job: dict, test: dict, fds: tuple, limits: dict) -> None:
     g = module.__dict__
     stage = "compile"
     try:
-        compiled = [compile(src, name, "exec") for src, name in
-                    ((prelude, "<prelude>"), (code, "main.py"), (setup, "<setup>")) if src]
+        compiled = [
+            compile(src, name, "exec")
+            for src, name in ((prelude, "<prelude>"), (code, "main.py"), (setup, "<setup>"))
+            if src
+        ]
         expr = compile(test["expr"], "<test>", "eval") if kind == "expr" else None
         stage = "run"
         exit_code = 0
@@ -387,7 +396,9 @@ def _child(job: dict, test: dict, fds: tuple, limits: dict) -> None:
     except MemoryError:
         report({"status": "memory_limit", "error": "MemoryError"})
     except RecursionError as e:
-        report({"status": "runtime_error", "error": "RecursionError: " + str(e)[:200], "etype": "RecursionError"})
+        report(
+            {"status": "runtime_error", "error": "RecursionError: " + str(e)[:200], "etype": "RecursionError"}
+        )
     except BaseException as e:  # noqa: BLE001 - everything the program raises is its failure
         try:  # the program's frames only: drop _child's
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next))
@@ -550,8 +561,9 @@ def _run_one(job: dict, test: dict, timeout: float, limits: dict, devnull: int, 
         out["exit"] = os.WEXITSTATUS(wait_status)
     if status is not None:
         out["status"] = status
-        out["error"] = f"timed out after {timeout:.3g} s" if status == "timeout" else \
-            f"output exceeded {max_out} bytes"
+        out["error"] = (
+            f"timed out after {timeout:.3g} s" if status == "timeout" else f"output exceeded {max_out} bytes"
+        )
         return out
     if not rec:
         sig = out.get("signal")
@@ -564,8 +576,10 @@ def _run_one(job: dict, test: dict, timeout: float, limits: dict, devnull: int, 
         elif sig is not None:
             out.update(status="runtime_error", error=f"killed by signal {sig}")
         else:
-            out.update(status="runtime_error",
-                       error=f"the program exited (code {out.get('exit')}) before its test finished")
+            out.update(
+                status="runtime_error",
+                error=f"the program exited (code {out.get('exit')}) before its test finished",
+            )
         return out
     for key in ("status", "value", "error", "etype"):
         if key in rec:
@@ -580,8 +594,10 @@ def _run_one(job: dict, test: dict, timeout: float, limits: dict, devnull: int, 
 
 def _run_job(job: dict, devnull: int, result_fd: int) -> None:
     token = job["token"]
-    limits = {k: job.get(k) for k in ("memory_bytes", "max_output", "max_stderr", "file_size", "nproc",
-                                       "nofile", "drop_uid")}
+    limits = {
+        k: job.get(k)
+        for k in ("memory_bytes", "max_output", "max_stderr", "file_size", "nproc", "nofile", "drop_uid")
+    }
     # kill(-1) only where the harness's uid owns nothing but the sandbox (never as root)
     kill_all = bool(job.get("kill_all")) and os.getuid() != 0
     wipe = list(job.get("wipe") or [])
@@ -591,7 +607,9 @@ def _run_job(job: dict, devnull: int, result_fd: int) -> None:
     prefix = token.encode("ascii") + b" "
 
     def emit(rec: dict) -> None:
-        line = prefix + json.dumps(rec, ensure_ascii=False, allow_nan=False).encode("utf-8", "backslashreplace")
+        line = prefix + json.dumps(rec, ensure_ascii=False, allow_nan=False).encode(
+            "utf-8", "backslashreplace"
+        )
         view = memoryview(line + b"\n")
         while view:
             try:
@@ -626,9 +644,32 @@ def _run_job(job: dict, devnull: int, result_fd: int) -> None:
 
 # Imported once here, so the per-test children (forks) do not import them again and again; the
 # standard library only, without side effects (random reseeds itself in every fork).
-PRELOAD = ("typing", "re", "math", "cmath", "collections", "itertools", "functools", "heapq", "bisect", "string",
-           "random", "statistics", "datetime", "copy", "operator", "decimal", "fractions", "array", "dataclasses",
-           "enum", "textwrap", "unicodedata", "hashlib", "struct")
+PRELOAD = (
+    "typing",
+    "re",
+    "math",
+    "cmath",
+    "collections",
+    "itertools",
+    "functools",
+    "heapq",
+    "bisect",
+    "string",
+    "random",
+    "statistics",
+    "datetime",
+    "copy",
+    "operator",
+    "decimal",
+    "fractions",
+    "array",
+    "dataclasses",
+    "enum",
+    "textwrap",
+    "unicodedata",
+    "hashlib",
+    "struct",
+)
 
 
 def main() -> None:

@@ -70,7 +70,9 @@ def rootfs_dir(image: str = DEFAULT_IMAGE) -> Path:
 
 
 def rootfs_ok(path: Path) -> bool:
-    return (path / "usr" / "bin" / "python3").exists() and (path / "proc").is_dir() and (path / "tmp").is_dir()
+    return (
+        (path / "usr" / "bin" / "python3").exists() and (path / "proc").is_dir() and (path / "tmp").is_dir()
+    )
 
 
 def debian_suite() -> str:
@@ -113,12 +115,23 @@ def _docker_image_exists(api, image: str) -> bool:
         return False
 
 
-def _mmdebstrap(out_tar: Path, packages: Sequence[str], suite: str, mirror: str, log: Callable[[str], None]) -> None:
+def _mmdebstrap(
+    out_tar: Path, packages: Sequence[str], suite: str, mirror: str, log: Callable[[str], None]
+) -> None:
     exe = shutil.which("mmdebstrap")
     if exe is None:
         raise BuildError("mmdebstrap is not installed: `apt-get install mmdebstrap` (Debian/Ubuntu)")
-    cmd = [exe, "--variant=extract", f"--include={','.join(packages)}", "--format=tar",
-           f"--extract-hook={_EXTRACT_HOOK}", "--quiet", suite, str(out_tar), mirror]
+    cmd = [
+        exe,
+        "--variant=extract",
+        f"--include={','.join(packages)}",
+        "--format=tar",
+        f"--extract-hook={_EXTRACT_HOOK}",
+        "--quiet",
+        suite,
+        str(out_tar),
+        mirror,
+    ]
     log(f"mmdebstrap: {suite} from {mirror}, packages {', '.join(packages)}")
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -147,17 +160,31 @@ def _unpack(tar: Path, dest: Path) -> None:
         raise
 
 
-def build(image: str = DEFAULT_IMAGE, *, packages: Sequence[str] = (), suite: str | None = None,
-          mirror: str | None = None, docker: bool = True, rootfs: bool = True, force: bool = False,
-          base_url: str | None = None, log: Callable[[str], None] = print) -> BuildReport:
+def build(
+    image: str = DEFAULT_IMAGE,
+    *,
+    packages: Sequence[str] = (),
+    suite: str | None = None,
+    mirror: str | None = None,
+    docker: bool = True,
+    rootfs: bool = True,
+    force: bool = False,
+    base_url: str | None = None,
+    log: Callable[[str], None] = print,
+) -> BuildReport:
     """Build the Docker image and/or the bubblewrap root; see the module docstring."""
     t0 = time.monotonic()
     pkgs = ["python3", *[p for p in packages if p != "python3"]]
     suite = suite or os.environ.get("AJ_SANDBOX_SUITE") or debian_suite()
     mirror = mirror or os.environ.get("AJ_SANDBOX_MIRROR") or DEFAULT_MIRROR
     root = rootfs_dir(image)
-    report = BuildReport(image=image, docker="skipped: not requested", rootfs="skipped: not requested",
-                         rootfs_path=str(root), packages=pkgs)
+    report = BuildReport(
+        image=image,
+        docker="skipped: not requested",
+        rootfs="skipped: not requested",
+        rootfs_path=str(root),
+        packages=pkgs,
+    )
     api = None
     want_docker = want_rootfs = False
     if docker:
@@ -209,7 +236,8 @@ def build(image: str = DEFAULT_IMAGE, *, packages: Sequence[str] = (), suite: st
                 log(f"unpacking the bubblewrap root -> {root}")
                 _unpack(tar, root)
                 (root.parent / (root.name + ".json")).write_text(
-                    json.dumps({"image": image, "packages": pkgs, "suite": suite, "version": IMAGE_VERSION}) + "\n"
+                    json.dumps({"image": image, "packages": pkgs, "suite": suite, "version": IMAGE_VERSION})
+                    + "\n"
                 )
                 report.rootfs = "built"
     report.seconds = round(time.monotonic() - t0, 1)

@@ -27,7 +27,8 @@ BANNER = (
     "!! autojudge: sandbox backend `unsafe-local`: model-written code runs WITHOUT ISOLATION\n"
     "!! (a plain subprocess with rlimits): it can read your files, use the network and\n"
     "!! signal your processes. Use Docker or bubblewrap for untrusted code (`aj sandbox check`).\n"
-    + "!" * 78 + "\n"
+    + "!" * 78
+    + "\n"
 )
 
 
@@ -43,8 +44,14 @@ class _LocalSlot(SessionSlot):
         return [self.python, "-I", "-c", harness_source()]
 
     def _env(self) -> dict[str, str]:
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.dir, "TMPDIR": self.dir,
-                "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": self.dir,
+            "TMPDIR": self.dir,
+            "LANG": "C.UTF-8",
+            "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
 
     def _cwd(self) -> str:
         return self.dir
@@ -60,13 +67,17 @@ class LocalSandbox(PooledSandbox):
     name = "unsafe-local"
     kill_all = False  # never kill(-1) on the host: only the harness's own descendants are killed
 
-    def __init__(self, workers: int = 2, limits: Limits | None = None, *, mode: str = "persistent",
-                 quiet: bool = False) -> None:
+    def __init__(
+        self, workers: int = 2, limits: Limits | None = None, *, mode: str = "persistent", quiet: bool = False
+    ) -> None:
         if mode not in ("persistent", "cold"):
             raise ValueError(f"mode must be 'persistent' or 'cold', got {mode!r}")
         self.mode = mode
-        warnings.warn("sandbox backend `unsafe-local` runs model-written code WITHOUT ISOLATION",
-                      UnsafeSandboxWarning, stacklevel=3)
+        warnings.warn(
+            "sandbox backend `unsafe-local` runs model-written code WITHOUT ISOLATION",
+            UnsafeSandboxWarning,
+            stacklevel=3,
+        )
         if not quiet:
             sys.stderr.write(BANNER)
         super().__init__(workers, limits)

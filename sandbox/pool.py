@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from autojudge.sandbox.api import Limits, Program, ProgramResult, SandboxError, TestResult
+from autojudge.sandbox.api import Limits, Program, ProgramResult, SandboxError, TestResult, note_program
 from autojudge.sandbox.compare import grade
 from autojudge.sandbox.protocol import Collector, build_job, hard_timeout, new_token, output_cap
 
@@ -85,6 +85,8 @@ class PooledSandbox:
     kill_all = True
     wipe: tuple[str, ...] = ("/tmp", "/dev/shm")
     workdir = "/tmp"
+    #: why ``get_sandbox("auto")`` chose this backend instead of Docker (``None``: it was asked for)
+    fallback_reason: str | None = None
 
     def __init__(self, workers: int = 2, limits: Limits | None = None) -> None:
         if int(workers) < 1:
@@ -159,14 +161,16 @@ class PooledSandbox:
         """Run one program's tests (blocks; safe to call from several threads)."""
         if not program.tests:
             return ProgramResult([], backend=self.name, id=program.id)
+        note_program(self.name, fallback=self.fallback_reason is not None)
         slot = self._acquire()
         try:
             return self._run_on(slot, program)
         finally:
             self._release(slot)
 
-    def run_many(self, programs: Iterable[Program], *,
-                 progress: Callable[[int, int], None] | None = None) -> list[ProgramResult]:
+    def run_many(
+        self, programs: Iterable[Program], *, progress: Callable[[int, int], None] | None = None
+    ) -> list[ProgramResult]:
         """Run many programs concurrently on the pool; results in input order.
 
         ``progress(done, total)`` is called after each program. Ctrl-C (KeyboardInterrupt) while
@@ -203,8 +207,15 @@ class PooledSandbox:
     def _run_on(self, slot: Slot, program: Program) -> ProgramResult:
         t0 = time.monotonic()
         token = new_token()
-        job = build_job(program, self.limits, token, kill_all=self.kill_all, wipe=self._wipe(slot),
-                        workdir=self._workdir(slot), **self._job_options())
+        job = build_job(
+            program,
+            self.limits,
+            token,
+            kill_all=self.kill_all,
+            wipe=self._wipe(slot),
+            workdir=self._workdir(slot),
+            **self._job_options(),
+        )
         collector = Collector(token, len(program.tests), output_cap(program, self.limits))
         limit = hard_timeout(program, self.limits)
         outcome = self._execute_guarded(slot, job, collector, limit)
@@ -213,8 +224,11 @@ class PooledSandbox:
             error = f"host-side hard timeout: the sandbox was killed after {limit:.1f} s"
             missing = ("timeout", error)
         elif outcome.error or not collector.complete:
-            error = outcome.error or collector.problem or (
-                "the sandbox run ended before all results (the program may have killed the test harness)")
+            error = (
+                outcome.error
+                or collector.problem
+                or ("the sandbox run ended before all results (the program may have killed the test harness)")
+            )
             if outcome.stderr.strip():
                 error += f"; harness stderr: {outcome.stderr.strip()[-1000:]}"
             missing = ("sandbox_error", error)
@@ -226,7 +240,9 @@ class PooledSandbox:
         ]
         if error:
             log.info("%s sandbox: program %s: %s", self.name, program.id, error)
-        return ProgramResult(results, backend=self.name, id=program.id, wall_s=time.monotonic() - t0, error=error)
+        return ProgramResult(
+            results, backend=self.name, id=program.id, wall_s=time.monotonic() - t0, error=error
+        )
 
     def _execute_guarded(self, slot: Slot, job: bytes, collector: Collector, limit: float) -> RunOutcome:
         try:

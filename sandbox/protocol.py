@@ -37,16 +37,31 @@ def test_timeouts(program: Program, limits: Limits) -> list[float]:
     return [float(t.timeout or limits.timeout) for t in program.tests]
 
 
-def build_job(program: Program, limits: Limits, token: str, *, kill_all: bool, wipe: list[str],
-              workdir: str, nproc: int | None, drop_uid: int | None = None) -> bytes:
+def build_job(
+    program: Program,
+    limits: Limits,
+    token: str,
+    *,
+    kill_all: bool,
+    wipe: list[str],
+    workdir: str,
+    nproc: int | None,
+    drop_uid: int | None = None,
+) -> bytes:
     """The JSON line (newline-terminated) of the job for one program; no expected outputs in it."""
     tests: list[dict[str, Any]] = []
     for t in program.tests:
         if t.kind == "stdio":
             tests.append({"kind": "stdio", "input": t.input})
         elif t.kind == "call":
-            tests.append({"kind": "call", "fn": t.fn_name, "args": encode(list(t.args)),
-                          "kwargs": encode(dict(t.kwargs))})
+            tests.append(
+                {
+                    "kind": "call",
+                    "fn": t.fn_name,
+                    "args": encode(list(t.args)),
+                    "kwargs": encode(dict(t.kwargs)),
+                }
+            )
         else:
             tests.append({"kind": "expr", "expr": t.expression})
     job = {
@@ -126,7 +141,7 @@ class Collector:
             self.problem = "result line after the end of the run"
             return False
         try:
-            rec = json.loads(line[len(prefix):].decode("utf-8"))
+            rec = json.loads(line[len(prefix) :].decode("utf-8"))
         except (ValueError, RecursionError):
             self.problem = "malformed result line"
             return False

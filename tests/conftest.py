@@ -53,7 +53,14 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     return make_char_tokenizer()
 
 
-def make_tiny_model(arch: str = "qwen2", *, vocab_size: int = len(CHARS) + len(SPECIALS), hidden: int = 64, layers: int = 2, seed: int = 0):
+def make_tiny_model(
+    arch: str = "qwen2",
+    *,
+    vocab_size: int = len(CHARS) + len(SPECIALS),
+    hidden: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+):
     torch.manual_seed(seed)
     common = dict(
         vocab_size=vocab_size,
@@ -107,3 +114,11 @@ def save_tiny_pair(root: Path) -> tuple[Path, Path]:
         m.save_pretrained(root / name)
         tok.save_pretrained(root / name)
     return root / "draft", root / "target"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # the session's last lines say which sandbox backend ran the programs; with AJ_EXPECT_DOCKER=1
+    # (CI) the session fails when it was not Docker (tests/sandbox_report.py)
+    from sandbox_report import SandboxReport
+
+    config.pluginmanager.register(SandboxReport(config), "aj-sandbox-report")

@@ -45,7 +45,8 @@ def make_rows(
 
 
 def write_shard(root: Path, index: int, tensors: dict[str, np.ndarray], rows: list[dict]) -> Path:
-    """Write ``shards/shard-NNNNNN.{safetensors,jsonl}`` (tensors first, like the miner)."""
+    """Write ``shards/shard-NNNNNN.{safetensors,jsonl}`` then the completion marker
+    ``prompts/NNNNNN.json``, in the miner's order (one synthetic shard may hold several prompts)."""
     shards = root / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     stem = shards / f"shard-{index:06d}"
@@ -53,6 +54,11 @@ def write_shard(root: Path, index: int, tensors: dict[str, np.ndarray], rows: li
     with open(str(stem) + ".jsonl", "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
+    (root / "prompts").mkdir(exist_ok=True)
+    n_imp = sum(int(r["label"]) for r in rows)
+    marker = {"prompt_id": f"shard{index}", "index": index, "correct": True, "skipped": None, "target_forwards": 0,
+              "target_tokens": 0, "seconds": 0.0, "num_labels": len(rows), "num_important": n_imp}  # fmt: skip
+    (root / "prompts" / f"{index:06d}.json").write_text(json.dumps(marker), encoding="utf-8")
     return stem
 
 

@@ -1,8 +1,8 @@
 """A minimal OpenAI-compatible chat-completions server on 127.0.0.1, FOR TESTS ONLY.
 
 ``vllm serve`` is not installed in CI (vLLM on CPU is a separate, heavy
-dependency), so the HTTP judge backend is tested against this stand-in. It
-implements only what :class:`autojudge.core.compare.llm.OpenAIChatJudge` uses:
+dependency), so the HTTP comparer backend is tested against this stand-in. It
+implements only what :class:`autojudge.core.compare.llm.OpenAIChatComparer` uses:
 ``POST /v1/chat/completions`` (``model``, ``messages``, ``max_tokens``,
 ``temperature``, ``seed``; reply ``choices[0].message.content``), ``GET
 /v1/models``, bearer-token auth, and 404 for an unknown model, like vLLM.
@@ -47,7 +47,9 @@ def completion_body(model: str, content: Any) -> bytes:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            ],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         }
     ).encode()
@@ -56,7 +58,9 @@ def completion_body(model: str, content: Any) -> bytes:
 class OpenAICompatServer:
     """Serve ``responder`` on ``http://127.0.0.1:<free port>/v1``; use as a context manager."""
 
-    def __init__(self, responder: Responder, *, model: str = "test-judge", api_key: str | None = None) -> None:
+    def __init__(
+        self, responder: Responder, *, model: str = "test-judge", api_key: str | None = None
+    ) -> None:
         self.responder, self.model, self.api_key = responder, model, api_key
         self.requests: list[dict[str, Any]] = []  # bodies of chat requests, in arrival order
         self.headers: list[dict[str, str]] = []
@@ -76,7 +80,9 @@ class OpenAICompatServer:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up (timeouts)
+                with contextlib.suppress(
+                    BrokenPipeError, ConnectionResetError
+                ):  # the client gave up (timeouts)
                     self.wfile.write(body)
 
             def _error(self, status: int, message: str) -> None:
@@ -92,7 +98,12 @@ class OpenAICompatServer:
                     return self._error(404, f"no route {self.path}")
                 if not self._authorized():
                     return self._error(401, "invalid API key")
-                self._send(200, json.dumps({"object": "list", "data": [{"id": server.model, "object": "model"}]}).encode())
+                self._send(
+                    200,
+                    json.dumps(
+                        {"object": "list", "data": [{"id": server.model, "object": "model"}]}
+                    ).encode(),
+                )
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -119,7 +130,9 @@ class OpenAICompatServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="openai-compat-server")
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, daemon=True, name="openai-compat-server"
+        )
 
     @property
     def base_url(self) -> str:
@@ -157,7 +170,10 @@ def model_responder(model: Any, tokenizer: Any) -> Responder:
         text = tokenizer.apply_chat_template(body["messages"], tokenize=False, add_generation_prompt=True)
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
         temperature = float(body.get("temperature") or 0.0)
-        kwargs: dict[str, Any] = {"max_new_tokens": int(body.get("max_tokens") or 16), "do_sample": temperature > 0}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": int(body.get("max_tokens") or 16),
+            "do_sample": temperature > 0,
+        }
         if temperature > 0:
             kwargs.update(temperature=temperature, top_p=None, top_k=None)
         else:

@@ -16,7 +16,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def run_bench(script: str, *args: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, str(REPO / "bench" / script), *args], env=env, capture_output=True, text=True, timeout=900
+        [sys.executable, str(REPO / "bench" / script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout

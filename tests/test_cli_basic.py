@@ -29,7 +29,9 @@ def aj(*args: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).with_name("aj")
     assert script.is_file(), f"no `aj` console script next to {sys.executable}"
     env = {k: v for k, v in os.environ.items() if k != manager.LOAD_PLUGINS_ENV}
-    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+    return subprocess.run(
+        [str(script), *args], capture_output=True, text=True, timeout=120, env=env, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,11 @@ def test_unknown_command_fails() -> None:
 
 def test_main_module_runs_like_the_script() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "autojudge.cli.main", "--version"], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "autojudge.cli.main", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"aj, version {version('ajspec')}"
@@ -115,7 +121,17 @@ def test_plugins_json(runner_cli) -> None:
     toy = by_name["builtin:toy"]
     assert toy["source"] == "builtin" and toy["tasks"] == ["toy-arith"] and "register_tasks" in toy["hooks"]
     for plugin in out["plugins"]:
-        assert set(plugin) == {"name", "source", "version", "hooks", "tasks", "commands"}
+        assert set(plugin) == {
+            "name",
+            "source",
+            "version",
+            "hooks",
+            "tasks",
+            "commands",
+            "judges",
+            "drafters",
+            "comparers",
+        }
         assert len(plugin["commands"]) == len(set(plugin["commands"]))
     registered = {t for p in out["plugins"] for t in p["tasks"]}
     assert registered == set(manager.get_tasks())

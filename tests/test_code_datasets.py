@@ -28,7 +28,9 @@ def test_code_tasks_are_registered_by_the_builtin_plugin():
 
     assert load_plugins().task_owner["humaneval"] == "builtin:code"
     info = tasks["code"].info()
-    assert info["datasets"] == ["humaneval", "mbpp", "livecodebench"] and info["default_dataset"] == "humaneval"
+    assert (
+        info["datasets"] == ["humaneval", "mbpp", "livecodebench"] and info["default_dataset"] == "humaneval"
+    )
 
 
 def test_dataset_resolution():
@@ -48,7 +50,9 @@ def test_cli_dataset_errors_name_the_valid_values(tmp_path):
     from autojudge.cli.main import build_cli
 
     cli = build_cli()
-    res = CliRunner().invoke(cli, ["run", "--task", "code", "--dataset", "apps", "--out", str(tmp_path / "r")])
+    res = CliRunner().invoke(
+        cli, ["run", "--task", "code", "--dataset", "apps", "--out", str(tmp_path / "r")]
+    )
     assert res.exit_code != 0 and "valid datasets: humaneval, mbpp, livecodebench" in res.output
     res = CliRunner().invoke(cli, ["mine", "--task", "code", "--dataset", "apps"])
     assert res.exit_code != 0 and "valid datasets" in res.output
@@ -65,8 +69,13 @@ def test_mined_metadata_records_the_resolved_dataset():
     pair = SimpleNamespace(draft=model, target=model)
     he = mining_meta(get_task("code"), "mine", pair, MiningConfig(), None)
     mb = mining_meta(get_task("code", dataset="mbpp"), "train", pair, MiningConfig(), None)
-    assert (he["task"], he["dataset"]) == ("humaneval", "humaneval") and (mb["task"], mb["dataset"]) == ("mbpp", "mbpp")
-    assert "dataset" not in mining_meta(get_task("gsm8k"), "train", pair, MiningConfig(), None)  # old stores stay valid
+    assert (he["task"], he["dataset"]) == ("humaneval", "humaneval") and (mb["task"], mb["dataset"]) == (
+        "mbpp",
+        "mbpp",
+    )
+    assert "dataset" not in mining_meta(
+        get_task("gsm8k"), "train", pair, MiningConfig(), None
+    )  # old stores stay valid
 
 
 def test_humaneval_splits_are_disjoint_halves_by_task_id():
@@ -99,8 +108,13 @@ def test_humaneval_comes_from_the_wheel_when_no_data_dir_has_it(tmp_path, monkey
 def test_humaneval_data_dir_takes_precedence(tmp_path):
     d = tmp_path / "humaneval"
     d.mkdir()
-    row = {"task_id": "HumanEval/999", "prompt": "def f():\n", "canonical_solution": "    return 1\n",
-           "test": "def check(candidate):\n    assert candidate() == 1\n", "entry_point": "f"}
+    row = {
+        "task_id": "HumanEval/999",
+        "prompt": "def f():\n",
+        "canonical_solution": "    return 1\n",
+        "test": "def check(candidate):\n    assert candidate() == 1\n",
+        "entry_point": "f",
+    }
     with gzip.open(d / "HumanEval.jsonl.gz", "wt") as f:
         f.write(json.dumps(row) + "\n")
     assert [e.id for e in HumanEvalTask().load("test", data_dir=tmp_path)] == ["humaneval-999"]
@@ -116,16 +130,22 @@ def test_mbpp_standard_splits():
     assert (task.mining_split, task.eval_split) == ("train", "test")
     assert len(test[0].reference["test_list"]) == 3
     suite = task.suite(test[0])
-    assert len(suite.tests) == 3 and all(t.kind == "expr" and t.timeout == task.test_timeout for t in suite.tests)
+    assert len(suite.tests) == 3 and all(
+        t.kind == "expr" and t.timeout == task.test_timeout for t in suite.tests
+    )
 
 
 def test_unconvertible_humaneval_asserts_still_run():
     task = HumanEvalTask()
     ex = {e.id: e for e in task.load("test")}
     s = task.suite(ex["humaneval-32"])  # random polynomials in a loop: nothing converts
-    assert [t.expression for t in s.tests] == ["_aj_unconverted_asserts()"] and "rng = random.Random(42)" in s.setup
+    assert [t.expression for t in s.tests] == [
+        "_aj_unconverted_asserts()"
+    ] and "rng = random.Random(42)" in s.setup
     s0 = task.suite(ex["humaneval-0"])
-    assert len(s0.tests) == 7 and "_aj_unconverted" not in s0.setup and s0.prelude == ex["humaneval-0"].question
+    assert (
+        len(s0.tests) == 7 and "_aj_unconverted" not in s0.setup and s0.prelude == ex["humaneval-0"].question
+    )
 
 
 def test_tasks_pickle_without_their_caches():

@@ -16,37 +16,48 @@ from autojudge.plugins.code.prompts import (
 SOLUTION = "def add(a, b):\n    return a + b"
 
 
-@pytest.mark.parametrize(("response", "expected"), [
-    (f"Here you go:\n```python\n{SOLUTION}\n```\nDone.", SOLUTION),
-    (f"```\n{SOLUTION}\n```", SOLUTION),  # untagged fence
-    (f"```Python\n{SOLUTION}\n```", SOLUTION),  # case-insensitive tag
-    (f"~~~py\n{SOLUTION}\n~~~", SOLUTION),  # tilde fence
-    # the LAST python block wins
-    (f"```python\ndef add(a, b):\n    return 0\n```\nBetter:\n```python\n{SOLUTION}\n```", SOLUTION),
-    # a later block in another language is not code
-    (f"```python\n{SOLUTION}\n```\nOutput:\n```text\n3\n```", SOLUTION),
-    # a block indented inside a list item is dedented
-    ("1. Code:\n\n   ```python\n   def add(a, b):\n       return a + b\n   ```\n", SOLUTION),
-    # a four-backtick fence may contain a triple-backtick line
-    ("````python\ns = '''\n```\n'''\nprint(s)\n````", "s = '''\n```\n'''\nprint(s)"),
-    # cut off inside the last block: its content, as it is
-    ("Sure.\n```python\ndef add(a, b):\n    return a +", "def add(a, b):\n    return a +"),
-    # no fence but plainly code
-    (f"{SOLUTION}\n", SOLUTION),
-    ("import sys\nprint(sum(map(int, sys.stdin.read().split())))", "import sys\nprint(sum(map(int, sys.stdin.read().split())))"),
-])
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (f"Here you go:\n```python\n{SOLUTION}\n```\nDone.", SOLUTION),
+        (f"```\n{SOLUTION}\n```", SOLUTION),  # untagged fence
+        (f"```Python\n{SOLUTION}\n```", SOLUTION),  # case-insensitive tag
+        (f"~~~py\n{SOLUTION}\n~~~", SOLUTION),  # tilde fence
+        # the LAST python block wins
+        (f"```python\ndef add(a, b):\n    return 0\n```\nBetter:\n```python\n{SOLUTION}\n```", SOLUTION),
+        # a later block in another language is not code
+        (f"```python\n{SOLUTION}\n```\nOutput:\n```text\n3\n```", SOLUTION),
+        # a block indented inside a list item is dedented
+        ("1. Code:\n\n   ```python\n   def add(a, b):\n       return a + b\n   ```\n", SOLUTION),
+        # a four-backtick fence may contain a triple-backtick line
+        ("````python\ns = '''\n```\n'''\nprint(s)\n````", "s = '''\n```\n'''\nprint(s)"),
+        # cut off inside the last block: its content, as it is
+        ("Sure.\n```python\ndef add(a, b):\n    return a +", "def add(a, b):\n    return a +"),
+        # no fence but plainly code
+        (f"{SOLUTION}\n", SOLUTION),
+        (
+            "import sys\nprint(sum(map(int, sys.stdin.read().split())))",
+            "import sys\nprint(sum(map(int, sys.stdin.read().split())))",
+        ),
+    ],
+)
 def test_extracts_the_code(response, expected):
     assert extract_code(response) == expected
 
 
-@pytest.mark.parametrize("response", [
-    "", "   \n", None,
-    "I cannot solve this problem.",
-    "hello",  # parses as an expression, but is not a program
-    "```bash\npip install numpy\n```",  # only another language
-    "```python\n\n```",  # empty block
-    "The answer is 42.",
-])
+@pytest.mark.parametrize(
+    "response",
+    [
+        "",
+        "   \n",
+        None,
+        "I cannot solve this problem.",
+        "hello",  # parses as an expression, but is not a program
+        "```bash\npip install numpy\n```",  # only another language
+        "```python\n\n```",  # empty block
+        "The answer is 42.",
+    ],
+)
 def test_no_code_is_none(response):
     assert extract_code(response) is None
 
@@ -86,8 +97,13 @@ def test_lcb_prompt_with_starter_code_is_the_official_functional_variant():
 def test_humaneval_and_mbpp_prompts_ask_for_a_fenced_function():
     he = humaneval_messages('def f(x):\n    """Return x."""\n')
     assert len(he) == 1 and he[0]["role"] == "user"
-    assert "markdown code block" in he[0]["content"] and '```python\ndef f(x):\n    """Return x."""\n```' in he[0]["content"]
+    assert (
+        "markdown code block" in he[0]["content"]
+        and '```python\ndef f(x):\n    """Return x."""\n```' in he[0]["content"]
+    )
     mb = mbpp_messages("Write a function to add.", ["assert add(1, 2) == 3", "assert add(0, 0) == 0"])
     text = mb[0]["content"]
-    assert text.startswith("You are an expert Python programmer, and here is your task: Write a function to add.")
+    assert text.startswith(
+        "You are an expert Python programmer, and here is your task: Write a function to add."
+    )
     assert "assert add(1, 2) == 3\nassert add(0, 0) == 0" in text and "```python" in text

@@ -70,7 +70,10 @@ def test_humaneval_canonical_solutions_pass_and_broken_ones_fail():
     broken = [e.question + "    return None\n" for e in exs[:3]]
     assert [o.value for o in task.correct_outcomes(list(zip(broken, exs[:3], strict=True)))] == [False] * 3
     # the model's code alone (the prompt's imports and stub run before it) also passes
-    body_only = "from typing import List\n\ndef has_close_elements(numbers, threshold):\n" + exs[0].meta["canonical_solution"]
+    body_only = (
+        "from typing import List\n\ndef has_close_elements(numbers, threshold):\n"
+        + exs[0].meta["canonical_solution"]
+    )
     assert task.is_correct(body_only, exs[0])
     assert not task.is_correct("def unrelated():\n    pass\n", exs[0])  # the prompt's stub returns None
 
@@ -98,9 +101,11 @@ def test_lcb_fixture_solutions_pass_stdin_and_functional(lcb):
     assert not task.is_correct(capped, ex["abc900_a"])
     res = task.run([(capped, ex["abc900_a"])])[0]
     assert [r.passed for r in res.results] == [True, True, False, True, True]
-    assert task.is_correct("class Solution:\n    def twoSum(self, nums, target):\n        return (0, 1) if nums[0] + nums[1] == target else"
-                           " next((i, j) for i in range(len(nums)) for j in range(i + 1, len(nums)) if nums[i] + nums[j] == target)\n",
-                           ex["3001"])  # a tuple counts as a list (LiveCodeBench's rule)
+    assert task.is_correct(
+        "class Solution:\n    def twoSum(self, nums, target):\n        return (0, 1) if nums[0] + nums[1] == target else"
+        " next((i, j) for i in range(len(nums)) for j in range(i + 1, len(nums)) if nums[i] + nums[j] == target)\n",
+        ex["3001"],
+    )  # a tuple counts as a list (LiveCodeBench's rule)
     assert not task.is_correct(None, ex["3001"]) and not task.is_correct("", ex["3001"])
 
 
@@ -125,8 +130,15 @@ def test_equivalence_rule_on_stdin_programs(lcb):
     wrong_c = "print(-7)\n"  # fails every test too, with another output
     loop_a, loop_b = "while True:\n    pass\n", "import time\nwhile True:\n    time.sleep(0.01)\n"
     crash = "raise SystemExit(3)\n"
-    items = [(right, right2, p), (wrong_a, wrong_b, p), (wrong_a, wrong_c, p), (loop_a, loop_b, p),
-             (loop_a, wrong_a, p), (right, wrong_a, p), (crash, wrong_a, p)]
+    items = [
+        (right, right2, p),
+        (wrong_a, wrong_b, p),
+        (wrong_a, wrong_c, p),
+        (loop_a, loop_b, p),
+        (loop_a, wrong_a, p),
+        (right, wrong_a, p),
+        (crash, wrong_a, p),
+    ]
     out = task.equivalent_outcomes(items)
     assert [o.value for o in out] == [True, True, False, True, False, False, False]
     assert all(o.ok for o in out)  # program timeouts are outcomes, not failed checks
@@ -155,18 +167,27 @@ def test_identical_and_reformatted_code_need_no_run(lcb, counting):
     assert same_program(code, reformatted) and not same_program(code, code.replace("+", "-"))
     out = task.equivalent_outcomes([(code, code, ex["abc900_a"]), (code, reformatted, ex["abc900_a"])])
     assert [o.value for o in out] == [True, True] and counting.batches == []
-    assert task.equivalent_outcomes([(None, None, ex["abc900_a"]), (code, None, ex["abc900_a"])])[0].value is False
+    assert (
+        task.equivalent_outcomes([(None, None, ex["abc900_a"]), (code, None, ex["abc900_a"])])[0].value
+        is False
+    )
 
 
 def test_a_batch_runs_concurrently_and_the_target_program_once(lcb, counting):
     task, ex = lcb
     p = ex["abc900_a"]
     target = SOLUTIONS["abc900_a"]
-    alts = ["print(0)\n", "a, b = map(int, input().split())\nprint(a - b)\n", "print(8)\n",
-            "a, b = map(int, input().split())\nprint(b + a)\n"]
+    alts = [
+        "print(0)\n",
+        "a, b = map(int, input().split())\nprint(a - b)\n",
+        "print(8)\n",
+        "a, b = map(int, input().split())\nprint(b + a)\n",
+    ]
     out = task.equivalent_outcomes([(target, alt, p) for alt in alts])
     assert [o.value for o in out] == [False, False, False, True]
-    assert len(counting.batches) == 1 and sorted(counting.batches[0]) == sorted({target, *alts})  # one batch, no duplicate
+    assert len(counting.batches) == 1 and sorted(counting.batches[0]) == sorted(
+        {target, *alts}
+    )  # one batch, no duplicate
     assert task.is_correct(target, p) and not task.is_correct(alts[0], p)
     assert len(counting.batches) == 1  # both answered from the cache
     info = runner.cache_info()
@@ -188,17 +209,50 @@ STDIO = [TestCase.stdio("1", "1"), TestCase.stdio("2", "2")]
 VALUE = [TestCase.expr("f(1)", 1), TestCase.expr("f(2)", 2)]
 
 
-@pytest.mark.parametrize(("a", "b", "tests", "equivalent"), [
-    (pr(tr("passed", "1"), tr("passed", "2")), pr(tr("passed", "1 "), tr("passed", "2")), STDIO, True),
-    (pr(tr("passed", "1"), tr("wrong_answer", "3")), pr(tr("passed", "1"), tr("wrong_answer", "3.0")), STDIO, True),
-    (pr(tr("passed", "1"), tr("wrong_answer", "3")), pr(tr("passed", "1"), tr("wrong_answer", "4")), STDIO, False),
-    (pr(tr("passed", "1"), tr("wrong_answer", "3")), pr(tr("wrong_answer", "0"), tr("wrong_answer", "3")), STDIO, False),
-    (pr(tr("timeout"), tr("skipped")), pr(tr("timeout"), tr("skipped")), STDIO, True),
-    (pr(tr("timeout"), tr("skipped")), pr(tr("runtime_error"), tr("runtime_error")), STDIO, False),
-    (pr(tr("wrong_answer", "[1]"), tr("runtime_error")), pr(tr("wrong_answer", "[1]"), tr("runtime_error")), VALUE, True),
-    (pr(tr("wrong_answer", "[1]"), tr("runtime_error")), pr(tr("wrong_answer", "[2]"), tr("runtime_error")), VALUE, False),
-    (pr(tr("runtime_error"), tr("runtime_error")), pr(tr("compile_error"), tr("compile_error")), VALUE, False),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "tests", "equivalent"),
+    [
+        (pr(tr("passed", "1"), tr("passed", "2")), pr(tr("passed", "1 "), tr("passed", "2")), STDIO, True),
+        (
+            pr(tr("passed", "1"), tr("wrong_answer", "3")),
+            pr(tr("passed", "1"), tr("wrong_answer", "3.0")),
+            STDIO,
+            True,
+        ),
+        (
+            pr(tr("passed", "1"), tr("wrong_answer", "3")),
+            pr(tr("passed", "1"), tr("wrong_answer", "4")),
+            STDIO,
+            False,
+        ),
+        (
+            pr(tr("passed", "1"), tr("wrong_answer", "3")),
+            pr(tr("wrong_answer", "0"), tr("wrong_answer", "3")),
+            STDIO,
+            False,
+        ),
+        (pr(tr("timeout"), tr("skipped")), pr(tr("timeout"), tr("skipped")), STDIO, True),
+        (pr(tr("timeout"), tr("skipped")), pr(tr("runtime_error"), tr("runtime_error")), STDIO, False),
+        (
+            pr(tr("wrong_answer", "[1]"), tr("runtime_error")),
+            pr(tr("wrong_answer", "[1]"), tr("runtime_error")),
+            VALUE,
+            True,
+        ),
+        (
+            pr(tr("wrong_answer", "[1]"), tr("runtime_error")),
+            pr(tr("wrong_answer", "[2]"), tr("runtime_error")),
+            VALUE,
+            False,
+        ),
+        (
+            pr(tr("runtime_error"), tr("runtime_error")),
+            pr(tr("compile_error"), tr("compile_error")),
+            VALUE,
+            False,
+        ),
+    ],
+)
 def test_equivalence_rule_cases(a, b, tests, equivalent):
     v = compare_results(a, b, tests)
     assert v.equivalent is equivalent and v.error is None
@@ -209,8 +263,11 @@ def test_sandbox_errors_are_never_equivalent():
     same = pr(tr("sandbox_error"), tr("sandbox_error"))
     v = compare_results(same, same, STDIO)
     assert not v.equivalent and v.error and "sandbox error" in v.error
-    v = compare_results(pr(tr("passed", "1"), tr("passed", "2"), error="container died"),
-                        pr(tr("passed", "1"), tr("passed", "2")), STDIO)
+    v = compare_results(
+        pr(tr("passed", "1"), tr("passed", "2"), error="container died"),
+        pr(tr("passed", "1"), tr("passed", "2")),
+        STDIO,
+    )
     assert not v.equivalent and "container died" in v.error
 
 

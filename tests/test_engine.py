@@ -104,7 +104,9 @@ def test_lossless_and_never_accept_match_target_greedy_for_every_k(arch):
         for k in (1, 2, 3, 5, 8):
             sd = eng.generate(prompt, mode="sd", k=k, max_new_tokens=48, eos_token_ids=())
             assert sd.tokens == ref.tokens, f"lossless SD diverged (k={k})"
-            nv = eng.generate(prompt, mode="judge", judge=NeverAccept(), k=k, max_new_tokens=48, eos_token_ids=())
+            nv = eng.generate(
+                prompt, mode="judge", judge=NeverAccept(), k=k, max_new_tokens=48, eos_token_ids=()
+            )
             assert nv.tokens == ref.tokens, f"never-accept judge diverged (k={k})"
             accepted_any |= sd.metrics.num_accepted_tokens > 0
             assert nv.metrics.num_judge_accepted == 0
@@ -121,7 +123,9 @@ def test_linear_judge_at_threshold_zero_reproduces_target_greedy(engine):
         assert out.metrics.num_judge_calls > 0  # the judge was asked, and declined
 
 
-@pytest.mark.parametrize("judge_factory", [AlwaysAccept, lambda: TopKJudge(3), NeverAccept], ids=["always", "top3", "never"])
+@pytest.mark.parametrize(
+    "judge_factory", [AlwaysAccept, lambda: TopKJudge(3), NeverAccept], ids=["always", "top3", "never"]
+)
 @pytest.mark.parametrize("k", [1, 3, 6])
 def test_judged_decoding_matches_naive_full_recompute(tiny_pair, judge_factory, k):
     target, draft = tiny_pair
@@ -136,7 +140,9 @@ def test_judged_decoding_matches_naive_full_recompute(tiny_pair, judge_factory, 
 def test_always_accept_is_draft_proposals_plus_one_bonus_per_cycle(tiny_pair):
     target, draft = tiny_pair
     eng = SpeculativeEngine(target, draft)
-    res = eng.generate([5, 6, 7], mode="judge", judge=AlwaysAccept(), k=4, max_new_tokens=41, eos_token_ids=())
+    res = eng.generate(
+        [5, 6, 7], mode="judge", judge=AlwaysAccept(), k=4, max_new_tokens=41, eos_token_ids=()
+    )
     met = res.metrics
     assert met.accepted_per_cycle == met.proposed_per_cycle  # every draft token accepted
     assert all(e == p + 1 for e, p in zip(met.emitted_per_cycle, met.proposed_per_cycle, strict=True))
@@ -174,7 +180,9 @@ def test_judge_features_are_taken_at_the_draft_token_position(tiny_pair):
         # so walk those from the cycle's sequence until the target's token at the mismatch
         ctx = list(seq)
         while True:
-            g = int(target.lm_head(target.model(input_ids=torch.tensor([ctx])).last_hidden_state[0, -1]).argmax())
+            g = int(
+                target.lm_head(target.model(input_ids=torch.tensor([ctx])).last_hidden_state[0, -1]).argmax()
+            )
             if g == int(feats.target_tokens[0]):
                 break
             ctx.append(g)
@@ -207,7 +215,9 @@ def test_stop_sequence_truncates_text_and_tokens(engine):
     stop = text[12:15]
     pos = text.find(stop)
     for mode in ("ar", "sd"):
-        r = engine.generate(prompt, mode=mode, k=6, max_new_tokens=40, stop_sequences=(stop,), eos_token_ids=())
+        r = engine.generate(
+            prompt, mode=mode, k=6, max_new_tokens=40, stop_sequences=(stop,), eos_token_ids=()
+        )
         assert r.finish_reason == "stop"
         assert r.text == text[:pos]
         assert engine.tokenizer.decode(r.tokens, skip_special_tokens=True).find(stop) == pos
@@ -231,7 +241,9 @@ def test_metrics_are_consistent(engine):
     assert 1.0 <= m.mean_acceptance_length <= 5.0
     assert 0.0 <= m.draft_acceptance_rate <= 1.0
     rates = m.acceptance_per_position()
-    assert len(rates) == 4 and all(a >= b for a, b in zip(rates, rates[1:], strict=False))  # acceptance is a prefix
+    assert len(rates) == 4 and all(
+        a >= b for a, b in zip(rates, rates[1:], strict=False)
+    )  # acceptance is a prefix
     ar = engine.generate([9, 8, 7], mode="ar", max_new_tokens=20, eos_token_ids=()).metrics
     assert ar.mean_acceptance_length == 1.0 and ar.num_draft_tokens == 0 and ar.num_drafts == 19
 
@@ -275,9 +287,9 @@ def test_rejoin_drafter_is_lossless_and_stops_wasting_rejected_lookups(engine):
 
 
 def test_null_drafter_and_bad_arguments(engine):
-    assert engine.generate([1], mode="sd", drafter=NullDrafter(), max_new_tokens=5, eos_token_ids=()).tokens == (
-        engine.generate([1], mode="ar", max_new_tokens=5, eos_token_ids=()).tokens
-    )
+    assert engine.generate(
+        [1], mode="sd", drafter=NullDrafter(), max_new_tokens=5, eos_token_ids=()
+    ).tokens == (engine.generate([1], mode="ar", max_new_tokens=5, eos_token_ids=()).tokens)
     with pytest.raises(ValueError, match="unknown mode"):
         engine.generate([1], mode="fast")
     with pytest.raises(ValueError, match="needs a judge"):
@@ -317,3 +329,27 @@ def test_logits_path_check_accepts_supported_models(tiny_pair):
 
     with pytest.raises(UnsupportedModelError, match="not lm_head"):
         ModelRunner(Scaled(target)).check_logits_path()
+
+
+def test_open_engine_builds_the_transformers_engine_behind_the_engine_protocol(tiny_pair, char_tokenizer):
+    from autojudge.core.backends import BACKENDS, open_engine
+    from autojudge.core.engine import Engine
+
+    target, draft = tiny_pair
+    engine = open_engine("transformers", target, draft, tokenizer=char_tokenizer)
+    assert isinstance(engine, SpeculativeEngine) and isinstance(engine, Engine)
+    assert (
+        engine.target_model is target and engine.draft_model is draft and engine.tokenizer is char_tokenizer
+    )
+    ref = SpeculativeEngine(target, draft, char_tokenizer).generate(
+        [9, 8, 7], mode="sd", k=3, max_new_tokens=12
+    )
+    assert engine.generate([9, 8, 7], mode="sd", k=3, max_new_tokens=12).tokens == ref.tokens
+    assert open_engine("transformers", target).draft_model is None  # target-only
+    assert BACKENDS == ("transformers", "vllm")
+    with pytest.raises(ValueError, match="unknown backend 'tgi'"):
+        open_engine("tgi", target, draft)
+    with pytest.raises(TypeError, match="loaded models"):
+        open_engine("transformers", "smollm2-135m-instruct")
+    with pytest.raises(TypeError, match="vllm backend only"):
+        open_engine("transformers", target, draft, kv_cache_gib=1.0)

@@ -28,7 +28,9 @@ QUESTIONS = [
 
 
 def chat(tok, text: str) -> str:
-    return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    return tok.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,11 @@ def test_threshold_selection_uses_only_the_given_validation_aggregates():
     assert [c["within_budget"] for c in sel["candidates"]] == [True, True, False]
     assert select_threshold(val, max_drop_points=0.0)["recommended_threshold"] == 0.1
     none = select_threshold({"ar": agg("ar", 0.9), "judge@0.5": agg("judge", 0.5, 0.5)}, 1.0)
-    assert none["recommended_threshold"] == 0.0 and none["recommended_mode"] == "sd" and not none["within_budget"]
+    assert (
+        none["recommended_threshold"] == 0.0
+        and none["recommended_mode"] == "sd"
+        and not none["within_budget"]
+    )
     with pytest.raises(ValueError, match="target-only"):
         select_threshold({"judge@0.5": agg("judge", 0.5, 0.5)}, 1.0)
 
@@ -173,7 +177,9 @@ def test_evaluate_refuses_duplicate_ids(engine, tmp_path):
     task = ToyArithmeticTask()
     ex = task.load("test", limit=1)
     with pytest.raises(ValueError, match="unique"):
-        evaluate_modes(task, engine, ex + ex, [ModeSpec("ar")], tmp_path, settings=EvalSettings(), judges={}, base_key={})
+        evaluate_modes(
+            task, engine, ex + ex, [ModeSpec("ar")], tmp_path, settings=EvalSettings(), judges={}, base_key={}
+        )
 
 
 def test_make_judge_loads_an_artifact_with_the_mode_threshold(tmp_path, tiny_pair):

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from judges_synthetic import DRAFT, TARGET, make_rows, write_mined_dir, write_shard
 
 from autojudge.core.judge import MismatchFeatures
+from autojudge.core.mining.store import MinedDataError
 from autojudge.judges.artifact import load_judge
 from autojudge.judges.calibrate import (
     metrics_at,
@@ -22,7 +23,6 @@ from autojudge.judges.calibrate import (
 )
 from autojudge.judges.dataset import (
     FEATURE_SETS,
-    MinedDataError,
     expand_feature_sets,
     load_mined,
     parse_feature_set,
@@ -63,8 +63,9 @@ def test_load_mined_without_rank(tmp_path: Path) -> None:
     assert load_mined(write_mined_dir(tmp_path, n_prompts=10)).draft_rank is None
 
 
-def _break_missing_jsonl(d: Path) -> None:
+def _break_missing_jsonl(d: Path) -> None:  # an interrupted write: tensors, no rows, no completion marker
     (d / "shards" / "shard-000001.jsonl").unlink()
+    (d / "prompts" / "000001.json").unlink()
 
 
 def _break_missing_tensors(d: Path) -> None:
@@ -196,7 +197,9 @@ def test_split_with_both_classes_retries_seeds_and_says_when_impossible() -> Non
 
 def test_training_split_is_grouped(mined: Path, trained) -> None:
     data = load_mined(mined, ("x",))
-    tr, va, seed = split_by_prompt_with_both_classes(data.prompt_ids, data.labels, FAST.val_fraction, FAST.seed)
+    tr, va, seed = split_by_prompt_with_both_classes(
+        data.prompt_ids, data.labels, FAST.val_fraction, FAST.seed
+    )
     assert not set(data.prompt_ids[tr].tolist()) & set(data.prompt_ids[va].tolist())
     s = trained.split
     assert s["seed"] == seed
@@ -403,7 +406,9 @@ def test_patience_walks_a_prefix_of_the_grid(mined: Path, patience: int | None) 
 
 
 def test_too_few_prompts_train_in_sample_only_when_asked(tmp_path: Path) -> None:
-    data = load_mined(write_mined_dir(tmp_path / "m", n_prompts=2, rows_per_prompt=(8, 8), signal=3.0), ("dt", "x"))
+    data = load_mined(
+        write_mined_dir(tmp_path / "m", n_prompts=2, rows_per_prompt=(8, 8), signal=3.0), ("dt", "x")
+    )
     data.labels[:] = (data.prompt_ids == "p0").astype(data.labels.dtype)  # every important row in one prompt
     with pytest.raises(ValueError, match="mine more prompts"):
         train_judges(data, ("dt",), FAST)

@@ -1,7 +1,7 @@
-"""LLM-judge equivalence without a model: prompt, reply parsing, votes, cache, failures, configuration.
+"""LLM answer comparison without a model: prompt, reply parsing, votes, cache, failures, configuration.
 
 A scripted in-process backend counts its calls, so every test can tell a cache
-hit or a shortcut from a judge call. HTTP and real-model paths are in
+hit or a shortcut from a model call. HTTP and real-model paths are in
 test_llm_equivalence_http.py and test_llm_equivalence_local.py.
 """
 
@@ -21,17 +21,17 @@ from autojudge.core.compare.llm import (
     PROMPT_VERSION,
     ChatBackend,
     ChatRequest,
-    JudgeBackendError,
-    JudgeConfig,
-    JudgeConfigError,
-    JudgeSettings,
+    ComparerBackendError,
+    ComparerConfig,
+    ComparerConfigError,
+    ComparerSettings,
+    LLMComparedTask,
     LLMEquivalenceChecker,
-    LLMJudgedTask,
     ReplyCache,
     Verdict,
     aggregate_votes,
     build_messages,
-    parse_judge_spec,
+    parse_comparer_spec,
     parse_verdict,
 )
 from autojudge.core.compare.llm import prompt as prompt_mod
@@ -44,12 +44,12 @@ Y, N, C = Verdict.YES, Verdict.NO, Verdict.CANNOT_TELL
 class ScriptedBackend(ChatBackend):
     """Replies from ``rule(request)``; records every request it is sent."""
 
-    def __init__(self, rule: Callable[[ChatRequest], str], judge: str = "scripted:v1") -> None:
-        self.rule, self.judge, self.sent = rule, judge, []
+    def __init__(self, rule: Callable[[ChatRequest], str], model_id: str = "scripted:v1") -> None:
+        self.rule, self.model_id, self.sent = rule, model_id, []
 
     @property
-    def judge_id(self) -> str:
-        return self.judge
+    def comparer_id(self) -> str:
+        return self.model_id
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[str]:
         self.sent.extend(requests)
@@ -69,7 +69,7 @@ def shown(req: ChatRequest) -> tuple[str, str]:
 
 
 def same_last_word(req: ChatRequest) -> str:
-    """A judge that is right when answers are their last word."""
+    """A comparing model that is right when answers are their last word."""
     a, b = shown(req)
     same = a.split()[-1].strip(".").lower() == b.split()[-1].strip(".").lower()
     return f"A: {a}\nB: {b}\nSame: {'Yes' if same else 'No'}"
@@ -183,11 +183,11 @@ def test_aggregate_votes_is_a_strict_majority(votes, verdict):
 
 def test_settings_refuse_repeated_greedy_samples():
     with pytest.raises(ValueError, match="temperature > 0"):
-        JudgeSettings(samples=3, temperature=0.0)
+        ComparerSettings(samples=3, temperature=0.0)
     with pytest.raises(ValueError):
-        JudgeSettings(samples=0)
+        ComparerSettings(samples=0)
     with pytest.raises(ValueError):
-        JudgeSettings(max_tokens=0)
+        ComparerSettings(max_tokens=0)
 
 
 # -- the checker ------------------------------------------------------------------------------------------
@@ -196,25 +196,29 @@ Q = "How much does Janet make?"
 
 
 def test_both_orders_ask_twice_and_need_two_yes():
-    # a position-biased judge: says Yes whenever Response A mentions 18
+    # a position-biased model: says Yes whenever Response A mentions 18
     backend = ScriptedBackend(lambda r: "Same: Yes" if "18" in shown(r)[0] else "Same: No")
-    checker = LLMEquivalenceChecker(backend, JudgeSettings(both_orders=True))
-    res = checker.judge(Q, "She makes $18.", "The answer is 20.")
+    checker = LLMEquivalenceChecker(backend, ComparerSettings(both_orders=True))
+    res = checker.check(Q, "She makes $18.", "The answer is 20.")
     assert res.votes == (Y, N) and res.orders == ("ab", "ba")
     assert res.verdict is C and not res.equivalent
     assert [shown(r) for r in backend.sent] == [
         ("She makes $18.", "The answer is 20."),
         ("The answer is 20.", "She makes $18."),
     ]
-    one_order = LLMEquivalenceChecker(ScriptedBackend(backend.rule), JudgeSettings(both_orders=False))
-    res1 = one_order.judge(Q, "She makes $18.", "The answer is 20.")
+    one_order = LLMEquivalenceChecker(ScriptedBackend(backend.rule), ComparerSettings(both_orders=False))
+    res1 = one_order.check(Q, "She makes $18.", "The answer is 20.")
     assert res1.votes == (Y,) and res1.equivalent  # the bias goes through with a single order
     assert len(one_order.backend.sent) == 1
 
 
-def test_checker_verdicts_with_a_correct_judge():
+def test_checker_verdicts_with_a_correct_model():
     checker = LLMEquivalenceChecker(ScriptedBackend(same_last_word))
-    items = [(Q, "So she makes 18", "The answer is 18."), (Q, "So she makes 18", "It is 20"), (Q, "x 18", "y 18")]
+    items = [
+        (Q, "So she makes 18", "The answer is 18."),
+        (Q, "So she makes 18", "It is 20"),
+        (Q, "x 18", "y 18"),
+    ]
     assert checker.equivalent_many(items) == [True, False, True]
     outcomes = checker.outcomes(items)
     assert [o.value for o in outcomes] == [True, False, True] and all(o.ok for o in outcomes)
@@ -224,30 +228,32 @@ def test_checker_verdicts_with_a_correct_judge():
 def test_majority_of_seeded_samples():
     votes = {0: "Yes", 1: "No", 2: "Yes"}
     backend = ScriptedBackend(lambda r: votes[r.seed])
-    checker = LLMEquivalenceChecker(backend, JudgeSettings(both_orders=False, samples=3, temperature=0.7))
-    res = checker.judge(Q, "18", "eighteen")
+    checker = LLMEquivalenceChecker(backend, ComparerSettings(both_orders=False, samples=3, temperature=0.7))
+    res = checker.check(Q, "18", "eighteen")
     assert res.votes == (Y, N, Y) and res.verdict is Y
     assert [(r.seed, r.temperature) for r in backend.sent] == [(0, 0.7), (1, 0.7), (2, 0.7)]
     votes[2] = "Unsure"
-    res = LLMEquivalenceChecker(ScriptedBackend(backend.rule), checker.settings).judge(Q, "18", "eighteen")
+    res = LLMEquivalenceChecker(ScriptedBackend(backend.rule), checker.settings).check(Q, "18", "eighteen")
     assert res.votes == (Y, N, C) and res.verdict is C
 
 
-def test_shortcuts_never_call_the_judge():
-    backend = ScriptedBackend(lambda r: pytest.fail("the judge was called"))
+def test_shortcuts_never_call_the_model():
+    backend = ScriptedBackend(lambda r: pytest.fail("the model was called"))
     checker = LLMEquivalenceChecker(backend)
-    results = checker.judge_many([(Q, "Paris", "  paris. "), (Q, None, "Paris"), (Q, "Paris", ""), (Q, None, None)])
+    results = checker.check_many(
+        [(Q, "Paris", "  paris. "), (Q, None, "Paris"), (Q, "Paris", ""), (Q, None, None)]
+    )
     assert [r.verdict for r in results] == [Y, N, N, N]
     assert [r.shortcut for r in results] == ["identical", "no answer", "no answer", "no answer"]
     assert backend.sent == []
     strict = LLMEquivalenceChecker(ScriptedBackend(same_last_word), exact_match_shortcut=False)
-    assert strict.judge(Q, "Paris", "paris").shortcut is None and len(strict.backend.sent) == 2
+    assert strict.check(Q, "Paris", "paris").shortcut is None and len(strict.backend.sent) == 2
 
 
 def test_duplicate_pairs_in_one_batch_are_asked_once():
     backend = ScriptedBackend(same_last_word)
     checker = LLMEquivalenceChecker(backend)
-    res = checker.judge_many([(Q, "is 18", "was 18")] * 3)
+    res = checker.check_many([(Q, "is 18", "was 18")] * 3)
     assert len(backend.sent) == 2 and all(r.equivalent for r in res)
 
 
@@ -259,27 +265,37 @@ def test_cache_hit_and_miss(tmp_path):
     first = ScriptedBackend(same_last_word)
     c1 = LLMEquivalenceChecker(first, cache=ReplyCache(path))
     items = [(Q, "So 18", "It is 18"), (Q, "So 18", "It is 20")]
-    r1 = c1.judge_many(items)
+    r1 = c1.check_many(items)
     assert len(first.sent) == 4 and all(r.cached == 0 for r in r1)
 
-    # a new checker (as after a restart) on the same file: no judge call at all
+    # a new checker (as after a restart) on the same file: no model call at all
     second = ScriptedBackend(lambda r: pytest.fail("cache miss"))
     c2 = LLMEquivalenceChecker(second, cache=ReplyCache(path))
-    r2 = c2.judge_many(items)
+    r2 = c2.check_many(items)
     assert second.sent == [] and [r.verdict for r in r2] == [r.verdict for r in r1]
     assert all(r.cached == 2 for r in r2) and c2.stats.cache_hits == 4 and c2.stats.backend_calls == 0
     # swapped pair with both orders: the same two requests, still hits
-    assert c2.judge(Q, "It is 20", "So 18").cached == 2 and second.sent == []
+    assert c2.check(Q, "It is 20", "So 18").cached == 2 and second.sent == []
 
-    # misses: another judge model, a single order of a new pair, other settings, another question
+    # misses: another comparing model, a single order of a new pair, other settings, another question
     for checker, n in [
-        (LLMEquivalenceChecker(ScriptedBackend(same_last_word, judge="scripted:v2"), cache=ReplyCache(path)), 2),
-        (LLMEquivalenceChecker(ScriptedBackend(same_last_word), JudgeSettings(max_tokens=32), cache=ReplyCache(path)), 2),
+        (
+            LLMEquivalenceChecker(
+                ScriptedBackend(same_last_word, model_id="scripted:v2"), cache=ReplyCache(path)
+            ),
+            2,
+        ),
+        (
+            LLMEquivalenceChecker(
+                ScriptedBackend(same_last_word), ComparerSettings(max_tokens=32), cache=ReplyCache(path)
+            ),
+            2,
+        ),
     ]:
-        checker.judge_many(items[:1])
+        checker.check_many(items[:1])
         assert len(checker.backend.sent) == n
     other_q = LLMEquivalenceChecker(ScriptedBackend(same_last_word), cache=ReplyCache(path))
-    other_q.judge("A different question?", "So 18", "It is 18")
+    other_q.check("A different question?", "So 18", "It is 18")
     assert len(other_q.backend.sent) == 2
 
 
@@ -302,26 +318,28 @@ def test_cached_replies_are_parsed_again_on_read(tmp_path):
     """Replies, not verdicts, are stored: the current parser reads them."""
     cache = ReplyCache(tmp_path / "c.sqlite3")
     backend = ScriptedBackend(lambda r: pytest.fail("should be cached"))
-    checker = LLMEquivalenceChecker(backend, JudgeSettings(both_orders=False), cache=cache)
+    checker = LLMEquivalenceChecker(backend, ComparerSettings(both_orders=False), cache=cache)
     (req,) = [r for _, r in checker._requests(Q, "x", "y")]
-    cache.put(checker._key(req), "**Same:** YES", judge_id=backend.judge_id, prompt_version=PROMPT_VERSION)
-    res = checker.judge(Q, "x", "y")
+    cache.put(
+        checker._key(req), "**Same:** YES", comparer_id=backend.comparer_id, prompt_version=PROMPT_VERSION
+    )
+    res = checker.check(Q, "x", "y")
     assert res.replies == ("**Same:** YES",) and res.verdict is Y and res.cached == 1
 
 
 def test_cache_is_shared_between_processes(tmp_path):
     path = tmp_path / "shared.sqlite3"
-    ReplyCache(path).put("k1", "Same: Yes", judge_id="j", prompt_version="v")
+    ReplyCache(path).put("k1", "Same: Yes", comparer_id="j", prompt_version="v")
     code = (
         "import sys; from autojudge.core.compare.llm.cache import ReplyCache; c = ReplyCache(sys.argv[1]); "
-        "assert c.get('k1') == 'Same: Yes'; c.put('k2', 'Same: No', judge_id='j', prompt_version='v')"
+        "assert c.get('k1') == 'Same: Yes'; c.put('k2', 'Same: No', comparer_id='j', prompt_version='v')"
     )
     subprocess.run([sys.executable, "-c", code, str(path)], check=True)
     fresh = ReplyCache(path)
     assert fresh.get_many(["k1", "k2", "k3"]) == {"k1": "Same: Yes", "k2": "Same: No"}
     assert len(fresh) == 2 and fresh.hits == 2 and fresh.misses == 1
     with pytest.raises(TypeError):
-        fresh.put("k4", None, judge_id="j", prompt_version="v")  # type: ignore[arg-type]
+        fresh.put("k4", None, comparer_id="j", prompt_version="v")  # type: ignore[arg-type]
 
 
 def test_cache_location_from_the_environment(monkeypatch, tmp_path):
@@ -329,7 +347,7 @@ def test_cache_location_from_the_environment(monkeypatch, tmp_path):
     assert default_cache_path() == tmp_path / "x.sqlite3"
     monkeypatch.setenv("AJ_LLMJUDGE_CACHE", "off")
     assert default_cache_path() is None
-    assert JudgeConfig.from_env("AJ_T", "local:x").build_cache() is None
+    assert ComparerConfig.from_env("AJ_T", "local:x").build_cache() is None
     monkeypatch.delenv("AJ_LLMJUDGE_CACHE")
     monkeypatch.setenv("AJ_CACHE_DIR", str(tmp_path / "cache"))
     assert default_cache_path() == tmp_path / "cache" / "llmjudge" / "replies.sqlite3"
@@ -345,27 +363,27 @@ class FailingBackend(ChatBackend):
         self.ok, self.calls = ok, 0
 
     @property
-    def judge_id(self) -> str:
+    def comparer_id(self) -> str:
         return "failing"
 
     def complete(self, requests):
         self.calls += 1
         partial = {i: same_last_word(r) for i, r in enumerate(requests[: self.ok])}
-        raise JudgeBackendError("endpoint down", partial=partial)
+        raise ComparerBackendError("endpoint down", partial=partial)
 
 
 def test_backend_failure_raises_and_keeps_the_replies_that_arrived(tmp_path):
     cache = ReplyCache(tmp_path / "c.sqlite3")
     checker = LLMEquivalenceChecker(FailingBackend(ok=1), cache=cache)
-    with pytest.raises(JudgeBackendError, match="endpoint down"):
+    with pytest.raises(ComparerBackendError, match="endpoint down"):
         checker.equivalent(Q, "it is 18", "so 18")
     assert len(cache) == 1  # the reply that arrived is kept; the failure is not cached
     checker.backend.ok = 0
-    with pytest.raises(JudgeBackendError):
+    with pytest.raises(ComparerBackendError):
         checker.outcomes([(Q, "it is 18", "so 18")])
     assert len(cache) == 1 and checker.backend.calls == 2
-    # once the judge is back, only the missing request is sent
-    backend = ScriptedBackend(same_last_word, judge="failing")
+    # once the endpoint is back, only the missing request is sent
+    backend = ScriptedBackend(same_last_word, model_id="failing")
     again = LLMEquivalenceChecker(backend, cache=cache)
     assert again.equivalent(Q, "it is 18", "so 18") and len(backend.sent) == 1
 
@@ -375,23 +393,34 @@ def test_a_backend_returning_the_wrong_number_of_replies_is_an_error():
         def complete(self, requests):
             return ["Same: Yes"]
 
-    with pytest.raises(JudgeBackendError, match="1 replies for 2 requests"):
-        LLMEquivalenceChecker(Short(same_last_word)).judge(Q, "a 1", "b 2")
+    with pytest.raises(ComparerBackendError, match="1 replies for 2 requests"):
+        LLMEquivalenceChecker(Short(same_last_word)).check(Q, "a 1", "b 2")
 
 
 # -- configuration ----------------------------------------------------------------------------------------
 
 
-def test_parse_judge_spec():
-    assert parse_judge_spec("local:qwen2.5-coder-1.5b-instruct") == ("local", {"model": "qwen2.5-coder-1.5b-instruct"})
-    assert parse_judge_spec("local:/models/my dir") == ("local", {"model": "/models/my dir"})
-    assert parse_judge_spec("openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct") == (
+def test_parse_comparer_spec():
+    assert parse_comparer_spec("local:qwen2.5-coder-1.5b-instruct") == (
+        "local",
+        {"model": "qwen2.5-coder-1.5b-instruct"},
+    )
+    assert parse_comparer_spec("local:/models/my dir") == ("local", {"model": "/models/my dir"})
+    assert parse_comparer_spec("openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct") == (
         "openai",
         {"base_url": "http://127.0.0.1:8000/v1", "model": "Qwen/Qwen2.5-7B-Instruct"},
     )
-    for bad in ["", "qwen", "local:", "openai:http://x/v1", "openai:ftp://x#m", "openai:http://x/v1#", "vllm:x"]:
-        with pytest.raises(JudgeConfigError, match="bad judge spec"):
-            parse_judge_spec(bad)
+    for bad in [
+        "",
+        "qwen",
+        "local:",
+        "openai:http://x/v1",
+        "openai:ftp://x#m",
+        "openai:http://x/v1#",
+        "vllm:x",
+    ]:
+        with pytest.raises(ComparerConfigError, match="bad judge spec"):
+            parse_comparer_spec(bad)
 
 
 def test_config_from_env():
@@ -407,37 +436,43 @@ def test_config_from_env():
         "AJ_T_CONCURRENCY": "8",
         "MY_KEY": "sk-secret",
     }
-    cfg = JudgeConfig.from_env("AJ_T", "local:x", env)
+    cfg = ComparerConfig.from_env("AJ_T", "local:x", env)
     assert (cfg.both_orders, cfg.samples, cfg.temperature, cfg.max_tokens) == (False, 5, 0.6, 32)
     backend = cfg.build_backend()
-    assert type(backend).__name__ == "OpenAIChatJudge"
-    assert (backend.base_url, backend.model, backend.api_key_env) == ("https://api.example.com/v1", "judge-model", "MY_KEY")
+    assert type(backend).__name__ == "OpenAIChatComparer"
+    assert (backend.base_url, backend.model, backend.api_key_env) == (
+        "https://api.example.com/v1",
+        "judge-model",
+        "MY_KEY",
+    )
     assert (backend.timeout, backend.max_retries, backend.concurrency) == (7.5, 2, 8)
     described = cfg.describe()
     assert described["api_key_env"] == "MY_KEY" and "sk-secret" not in repr(described)
     assert described["prompt_version"] == PROMPT_VERSION
 
-    default = JudgeConfig.from_env("AJ_T", "local:smollm2-135m-instruct", {})
-    assert default.spec == "local:smollm2-135m-instruct" and default.both_orders and default.dtype == "float32"
+    default = ComparerConfig.from_env("AJ_T", "local:smollm2-135m-instruct", {})
+    assert (
+        default.spec == "local:smollm2-135m-instruct" and default.both_orders and default.dtype == "float32"
+    )
     local = default.build_backend()
-    assert type(local).__name__ == "LocalChatJudge" and not local.loaded  # nothing loaded yet
-    assert local.judge_id.startswith("local:smollm2-135m-instruct@float32#")
+    assert type(local).__name__ == "LocalChatComparer" and not local.loaded  # nothing loaded yet
+    assert local.comparer_id.startswith("local:smollm2-135m-instruct@float32#")
 
     for bad in ({"AJ_T_SAMPLES": "three"}, {"AJ_T_BOTH_ORDERS": "maybe"}, {"AJ_T": "nonsense"},
                 {"AJ_T_SAMPLES": "3"}):  # fmt: skip
-        with pytest.raises(JudgeConfigError):
-            JudgeConfig.from_env("AJ_T", "local:x", bad)
+        with pytest.raises(ComparerConfigError):
+            ComparerConfig.from_env("AJ_T", "local:x", bad)
 
 
 # -- the task base class ----------------------------------------------------------------------------------
 
 
-class CapitalTask(LLMJudgedTask):
+class CapitalTask(LLMComparedTask):
     """A third-party style task built on the public API."""
 
     name = "test-capitals"
     description = "Capitals (test)."
-    judge_env_prefix = "AJ_TEST_CAPITALS_JUDGE"
+    comparer_env_prefix = "AJ_TEST_CAPITALS_JUDGE"
 
     def load(self, split, *, data_dir=None, limit=None):
         return [Example("fr", "What is the capital of France?", reference=["Paris", "Paris, France"])]
@@ -449,7 +484,7 @@ class CapitalTask(LLMJudgedTask):
         return response.strip() or None
 
 
-def test_llm_judged_task_routes_checks_through_one_batched_checker(monkeypatch, tmp_path):
+def test_llm_compared_task_routes_checks_through_one_batched_checker(monkeypatch, tmp_path):
     monkeypatch.setenv("AJ_LLMJUDGE_CACHE", "off")
     backend = ScriptedBackend(same_last_word)
     task = CapitalTask()
@@ -459,42 +494,45 @@ def test_llm_judged_task_routes_checks_through_one_batched_checker(monkeypatch, 
     items = [("It is Paris", "Paris", ex), ("It is Paris", "Lyon", ex), (None, "Paris", ex)]
     outcomes = task.equivalent_outcomes(items)
     assert [o.value for o in outcomes] == [True, False, False] and all(o.ok for o in outcomes)
-    assert len(backend.sent) == 4  # one batch: 2 judged pairs x 2 orders; the None pair is a shortcut
+    assert len(backend.sent) == 4  # one batch: 2 compared pairs x 2 orders; the None pair is a shortcut
     assert {user_text(r).split("\n")[1] for r in backend.sent} == {ex.question}
     assert task.equivalent_many(items) == [True, False, False] and task.equivalent("Paris", "paris", ex)
     sent = len(backend.sent)
-    assert task.is_correct("paris, france", ex)  # an accepted reference: no judge call
+    assert task.is_correct("paris, france", ex)  # an accepted reference: no model call
     assert not task.is_correct(None, ex) and len(backend.sent) == sent
     assert task.is_correct("The capital is Paris", ex) and not task.is_correct("Lyon", ex)
     assert shown(backend.sent[-1]) == ("Paris", "Lyon")  # compared with the first reference
     assert [o.value for o in task.correct_outcomes([("Paris", ex), ("Rome", ex)])] == [True, False]
 
 
-def test_llm_judged_task_surfaces_failures_instead_of_labels(monkeypatch):
+def test_llm_compared_task_surfaces_failures_instead_of_labels(monkeypatch):
     task = CapitalTask()
     checker = LLMEquivalenceChecker(FailingBackend(ok=0))
     monkeypatch.setattr(task, "checker", lambda: checker)
     (ex,) = task.load("test")
-    with pytest.raises(JudgeBackendError):
+    with pytest.raises(ComparerBackendError):
         task.equivalent_outcomes([("Paris", "Lyon", ex)])
-    with pytest.raises(JudgeBackendError):
+    with pytest.raises(ComparerBackendError):
         task.is_correct("Lyon", ex)
 
 
-def test_llm_judged_task_config_from_its_env_prefix_and_copies_drop_the_checker(monkeypatch, tmp_path):
+def test_llm_compared_task_config_from_its_env_prefix_and_copies_drop_the_checker(monkeypatch, tmp_path):
     monkeypatch.setenv("AJ_LLMJUDGE_CACHE", str(tmp_path / "c.sqlite3"))
     monkeypatch.setenv("AJ_TEST_CAPITALS_JUDGE", "openai:http://127.0.0.1:9/v1#m1")
     task = CapitalTask()
     assert task.info()["judge"]["spec"] == "openai:http://127.0.0.1:9/v1#m1"
     c1 = task.checker()
-    assert c1.judge_id == "openai:m1" and task.checker() is c1
+    assert c1.comparer_id == "openai:m1" and task.checker() is c1
     assert c1.cache is not None and c1.cache.path == tmp_path / "c.sqlite3"
     monkeypatch.setenv("AJ_TEST_CAPITALS_JUDGE", "openai:http://127.0.0.1:9/v1#m2")
-    assert task.checker().judge_id == "openai:m2"  # a changed environment takes effect
+    assert task.checker().comparer_id == "openai:m2"  # a changed environment takes effect
     clone = copy.copy(task)  # what sending the task to a worker process does
     assert clone._checker is None and task._checker is not None
-    fixed = CapitalTask(judge=JudgeConfig("local:smollm2-135m-instruct", cache=None))
-    assert fixed.checker().judge_id.startswith("local:smollm2-135m-instruct@") and fixed.checker().cache is None
+    fixed = CapitalTask(comparer=ComparerConfig("local:smollm2-135m-instruct", cache=None))
+    assert (
+        fixed.checker().comparer_id.startswith("local:smollm2-135m-instruct@")
+        and fixed.checker().cache is None
+    )
     monkeypatch.setenv("AJ_TEST_CAPITALS_JUDGE", "garbage")
     assert "bad judge spec" in task.info()["judge"]["error"]
 
@@ -522,7 +560,10 @@ def test_agreement_pairs_carry_math_verify_truth():
     from autojudge.core.compare.math_verify import equivalent_answers
     from autojudge.plugins.math.extract import extract_final_answer
 
-    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "qa_judge_pairs.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (REPO / "tests" / "data" / "qa_judge_pairs.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == 40 and sum(r["truth"] for r in rows) == 20 and len({r["id"] for r in rows}) == 40
     assert {r["source"] for r in rows} == {"real", "synthetic"}
     for r in rows:
@@ -536,21 +577,21 @@ def test_local_backend_batches_greedy_requests_on_a_tiny_model():
     """The local path end to end on a tiny random model (real transformers generate, no weights to load)."""
     from conftest import make_char_tokenizer, make_tiny_model
 
-    from autojudge.core.compare.llm import LocalChatJudge
+    from autojudge.core.compare.llm import LocalChatComparer
 
     tok = make_char_tokenizer()
     tok.pad_token = None  # a tokenizer without a pad token must still batch, and be left as it was
     model = make_tiny_model("qwen2", seed=0)
-    judge = LocalChatJudge("tiny", dtype="float32", batch_size=2, model=model, tokenizer=tok)
+    comparer = LocalChatComparer("tiny", dtype="float32", batch_size=2, model=model, tokenizer=tok)
     reqs = [
         ChatRequest.make(build_messages(Q, "so 18", "it is 18"), max_tokens=5),
         ChatRequest.make(build_messages(Q, "a", "b"), max_tokens=3),
         ChatRequest.make(build_messages(Q, "x", "y"), max_tokens=4, temperature=0.8, seed=1),
     ]
-    out = judge.complete(reqs)
+    out = comparer.complete(reqs)
     assert len(out) == 3 and all(isinstance(t, str) for t in out)
     assert len(out[1]) <= 3 and len(out[0]) <= 5  # one character per token, per-request limits
     assert tok.pad_token is None and tok.padding_side == "right"
-    singles = [judge.complete([r])[0] for r in reqs]
+    singles = [comparer.complete([r])[0] for r in reqs]
     assert singles[2] == out[2]  # a seeded sample is reproducible
-    assert judge.complete(reqs[:2]) == out[:2]  # greedy batches are deterministic
+    assert comparer.complete(reqs[:2]) == out[:2]  # greedy batches are deterministic

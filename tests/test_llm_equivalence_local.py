@@ -1,4 +1,4 @@
-"""The local judge backend on a real small chat model (SmolLM2-135M-Instruct, float32)."""
+"""The local comparer backend on a real small chat model (SmolLM2-135M-Instruct, float32)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import copy
 import pytest
 
 from autojudge.core.compare.llm import (
-    JudgeSettings,
+    ComparerSettings,
     LLMEquivalenceChecker,
-    LocalChatJudge,
+    LocalChatComparer,
     ReplyCache,
     Verdict,
 )
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 Q = "What is the capital of France?"
 ITEMS = [(Q, "Paris", "The capital of France is Paris."), (Q, "Answer: Paris", "It is Lyon.")]
-SHORT = JudgeSettings(max_tokens=24)  # short replies keep the test quick on a shared CPU
+SHORT = ComparerSettings(max_tokens=24)  # short replies keep the test quick on a shared CPU
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,10 @@ def smollm2():
 
 
 def test_model_loads_lazily_and_replies_are_cached(smollm2, tmp_path, monkeypatch):
-    judge = LocalChatJudge("smollm2-135m-instruct", dtype="float32")
-    assert not judge.loaded  # nothing loaded at construction: a task holding it stays light
+    comparer = LocalChatComparer("smollm2-135m-instruct", dtype="float32")
+    assert not comparer.loaded  # nothing loaded at construction: a task holding it stays light
     loads = []
-    real_load = LocalChatJudge.load
+    real_load = LocalChatComparer.load
 
     def counting_load(self):
         loads.append(self)
@@ -43,46 +43,48 @@ def test_model_loads_lazily_and_replies_are_cached(smollm2, tmp_path, monkeypatc
             self._model, self._tokenizer = smollm2.model, smollm2.tokenizer
         return real_load(self)
 
-    monkeypatch.setattr(LocalChatJudge, "load", counting_load)
-    checker = LLMEquivalenceChecker(judge, SHORT, cache=ReplyCache(tmp_path / "c.sqlite3"))
-    results = checker.judge_many(ITEMS)
-    assert judge.loaded and checker.stats.backend_calls == 4
+    monkeypatch.setattr(LocalChatComparer, "load", counting_load)
+    checker = LLMEquivalenceChecker(comparer, SHORT, cache=ReplyCache(tmp_path / "c.sqlite3"))
+    results = checker.check_many(ITEMS)
+    assert comparer.loaded and checker.stats.backend_calls == 4
     for r in results:
         assert len(r.replies) == 2 and all(isinstance(t, str) and t.strip() for t in r.replies)
         assert r.orders == ("ab", "ba") and r.verdict in set(Verdict)
     # what the tiny model says is recorded, whatever it is: 135M parameters rarely follow the format
     assert sum(checker.stats.as_dict()["verdicts"].values()) == 2
 
-    # a fresh judge (as after a restart) answers from the cache and never loads the model
-    fresh = LocalChatJudge("smollm2-135m-instruct", dtype="float32")
+    # a fresh comparer (as after a restart) answers from the cache and never loads the model
+    fresh = LocalChatComparer("smollm2-135m-instruct", dtype="float32")
     n_loads = len(loads)
-    again = LLMEquivalenceChecker(fresh, SHORT, cache=ReplyCache(tmp_path / "c.sqlite3")).judge_many(ITEMS)
+    again = LLMEquivalenceChecker(fresh, SHORT, cache=ReplyCache(tmp_path / "c.sqlite3")).check_many(ITEMS)
     assert [r.replies for r in again] == [r.replies for r in results]
     assert not fresh.loaded and len(loads) == n_loads
 
     # the same requests without the cache reproduce the replies (greedy decoding)
-    no_cache = LLMEquivalenceChecker(judge, SHORT).judge_many(ITEMS)
+    no_cache = LLMEquivalenceChecker(comparer, SHORT).check_many(ITEMS)
     assert [r.replies for r in no_cache] == [r.replies for r in results]
     # copies (worker processes) drop the model and reload on use
-    clone = copy.copy(judge)
-    assert judge.loaded and not clone.loaded and clone.judge_id == judge.judge_id
+    clone = copy.copy(comparer)
+    assert comparer.loaded and not clone.loaded and clone.comparer_id == comparer.comparer_id
 
 
 def test_seeded_samples_are_reproducible(smollm2):
-    settings = JudgeSettings(both_orders=False, samples=3, temperature=0.9, max_tokens=12)
+    settings = ComparerSettings(both_orders=False, samples=3, temperature=0.9, max_tokens=12)
 
     def run():
-        judge = LocalChatJudge("smollm2-135m-instruct", dtype="float32", model=smollm2.model, tokenizer=smollm2.tokenizer)
-        return LLMEquivalenceChecker(judge, settings).judge(*ITEMS[1])
+        comparer = LocalChatComparer(
+            "smollm2-135m-instruct", dtype="float32", model=smollm2.model, tokenizer=smollm2.tokenizer
+        )
+        return LLMEquivalenceChecker(comparer, settings).check(*ITEMS[1])
 
     first, second = run(), run()
     assert len(first.replies) == 3 and first.replies == second.replies and first.votes == second.votes
 
 
-def test_judge_id_names_the_model_and_dtype():
-    a = LocalChatJudge("smollm2-135m-instruct", dtype="float32").judge_id
-    b = LocalChatJudge("smollm2-135m-instruct", dtype="bfloat16").judge_id
-    c = LocalChatJudge("qwen2.5-coder-1.5b-instruct", dtype="float32").judge_id
+def test_comparer_id_names_the_model_and_dtype():
+    a = LocalChatComparer("smollm2-135m-instruct", dtype="float32").comparer_id
+    b = LocalChatComparer("smollm2-135m-instruct", dtype="bfloat16").comparer_id
+    c = LocalChatComparer("qwen2.5-coder-1.5b-instruct", dtype="float32").comparer_id
     assert len({a, b, c}) == 3 and a.startswith("local:smollm2-135m-instruct@float32#b179c9523d0e")
 
 
@@ -103,7 +105,10 @@ def test_agreement_benchmark_smoke(tmp_path):
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "| smollm2-135m-instruct | both |" in out.stdout and "| smollm2-135m-instruct | (a, b) only |" in out.stdout
+    assert (
+        "| smollm2-135m-instruct | both |" in out.stdout
+        and "| smollm2-135m-instruct | (a, b) only |" in out.stdout
+    )
     (report,) = json.loads((tmp_path / "r.json").read_text())["reports"]
     assert report["pairs"] == 2 and report["equivalent_pairs"] == 1 and report["requests"] == 4
     assert 0 <= report["both_orders"]["agreement"] <= 1 and len(report["rows"]) == 2

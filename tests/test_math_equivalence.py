@@ -103,10 +103,55 @@ def test_fast_path_defers_when_unsure() -> None:
         ("about 12", "12"),
         ("\\frac{1}{2}", "\\frac{1}{2}"),
         ("3 apples and 4 oranges", "3 apples and 4 oranges"),
+        ("1e2", "100"),
+        ("2.5e3", "2500"),
+        ("1.5E+03 dollars", "1500"),
+        ("-4e-2", "-0.04"),
+        ("\\$1e3", "1000"),
+        ("e^2", "e^2"),
+        ("1e999", "1e999"),  # absurd exponents are left to math-verify
     ],
 )
 def test_normalize_numeric(raw: str, number: str) -> None:
     assert normalize_numeric(raw) == number
+
+
+GSM8K_SCI = [
+    # (model output, reference, correct): a GSM8K answer in scientific notation is that number
+    (
+        "She sells 16 - 3 - 4 = 9 eggs for $2 each, ... so in total it is $1e2$.\n\nThe final answer is \\boxed{1e2}.",
+        "100",
+        True,
+    ),
+    ("2.5 thousand written out is 2.5e3.\n#### 2.5e3", "2500", True),
+    ("Each of the 12 boxes holds 100, so the answer is 1.2E+3 dollars.", "1200", True),
+    ("3 trips of 100 km each give a total of 3e2", "300", True),
+    ("So the total is \\boxed{1e3}.", "100", False),
+]
+MATH500_E = [
+    # Euler's e keeps its meaning in MATH-500
+    ("Differentiating, $f'(2) = e^2$. So the answer is $\\boxed{e^2}$.", "e^2", True),
+    ("Hence the value is \\boxed{e^{2}}.", "e^2", True),
+    ("The limit equals \\boxed{2e}.", "2e", True),
+    ("So the answer is \\boxed{100}.", "e^2", False),
+]
+
+
+@pytest.mark.parametrize("response,reference,correct", GSM8K_SCI)
+def test_gsm8k_outputs_in_scientific_notation(response: str, reference: str, correct: bool) -> None:
+    task = GSM8KTask(fewshot=0)
+    ex = Example(id="gsm8k-test-0", question="", reference=reference)
+    answer = task.extract_answer(response)
+    assert answer is not None, response
+    assert task.is_correct(answer, ex) is correct
+    assert task.equivalent(answer, reference, ex) is correct  # mining: the same answer as the plain number
+
+
+@pytest.mark.parametrize("response,reference,correct", MATH500_E)
+def test_math500_keeps_eulers_e(response: str, reference: str, correct: bool) -> None:
+    task = Math500Task()
+    ex = Example(id="math500-x-1", question="", reference=reference)
+    assert task.is_correct(task.extract_answer(response), ex) is correct
 
 
 def test_none_and_empty_answers_are_never_equivalent() -> None:

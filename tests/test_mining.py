@@ -16,8 +16,8 @@ from conftest import save_tiny_pair
 from safetensors.torch import load_file
 
 from autojudge.core.mining.run import mine_task
-from autojudge.core.mining.steps import Miner, MiningConfig
-from autojudge.core.mining.store import MinedStore, MinedStoreError, merge_stores
+from autojudge.core.mining.steps import Miner, MiningConfig, MismatchRecord, PromptResult
+from autojudge.core.mining.store import MINED_FORMAT, MinedDataError, MinedStore, merge_stores, read_mined
 from autojudge.core.models import LoadedModel, ModelPair
 from autojudge.plugins.toy import ToyArithmeticTask
 
@@ -28,7 +28,9 @@ MAX_NEW = 32
 def pair(tiny_pair, char_tokenizer) -> ModelPair:
     target, draft = tiny_pair
     mk = lambda name, m: LoadedModel(name, m, char_tokenizer, None, torch.float32, torch.device("cpu"))  # noqa: E731
-    return ModelPair(draft=mk("tiny-draft", draft), target=mk("tiny-target", target), tokenizer=char_tokenizer)
+    return ModelPair(
+        draft=mk("tiny-draft", draft), target=mk("tiny-target", target), tokenizer=char_tokenizer
+    )
 
 
 def mined_content(root: Path) -> tuple[list[dict], dict[str, torch.Tensor]]:
@@ -41,8 +43,16 @@ def mined_content(root: Path) -> tuple[list[dict], dict[str, torch.Tensor]]:
 def test_fast_mining_gives_the_naive_labels_with_fewer_target_passes(pair):
     task = ToyArithmeticTask()
     examples = task.load("train", limit=6)
-    fast = Miner(task, pair.target.model, pair.draft.model, pair.tokenizer, MiningConfig(max_new_tokens=MAX_NEW))
-    naive = Miner(task, pair.target.model, pair.draft.model, pair.tokenizer, MiningConfig(max_new_tokens=MAX_NEW, naive=True))
+    fast = Miner(
+        task, pair.target.model, pair.draft.model, pair.tokenizer, MiningConfig(max_new_tokens=MAX_NEW)
+    )
+    naive = Miner(
+        task,
+        pair.target.model,
+        pair.draft.model,
+        pair.tokenizer,
+        MiningConfig(max_new_tokens=MAX_NEW, naive=True),
+    )
     n_labels = fast_fwd = naive_fwd = 0
     both_labels = set()
     for i, ex in enumerate(examples):
@@ -69,7 +79,9 @@ def test_fast_mining_gives_the_naive_labels_with_fewer_target_passes(pair):
 
 def test_algorithm_invariants(pair):
     task = ToyArithmeticTask()
-    miner = Miner(task, pair.target.model, pair.draft.model, pair.tokenizer, MiningConfig(max_new_tokens=MAX_NEW))
+    miner = Miner(
+        task, pair.target.model, pair.draft.model, pair.tokenizer, MiningConfig(max_new_tokens=MAX_NEW)
+    )
     for i, ex in enumerate(task.load("train", limit=5)):
         res = miner.mine(ex, i)
         positions = [r.position for r in res.records]
@@ -97,13 +109,21 @@ class _FailingChecks(ToyArithmeticTask):
 
 def test_a_failed_check_labels_important_and_keeps_the_error(pair, tmp_path):
     task = _FailingChecks()
-    miner = Miner(task, pair.target.model, pair.draft.model, pair.tokenizer, MiningConfig(max_new_tokens=MAX_NEW))
+    miner = Miner(
+        task, pair.target.model, pair.draft.model, pair.tokenizer, MiningConfig(max_new_tokens=MAX_NEW)
+    )
     records = [r for i, ex in enumerate(task.load("train", limit=4)) for r in miner.mine(ex, i).records]
     with_answer = [r for r in records if r.answer_alternative is not None]
     assert with_answer, "fixture too weak: no rollout with an answer"
     for r in with_answer:
         assert r.label == 1 and r.check_error == "SandboxError: daemon unreachable" and not r.timed_out
-    ok = Miner(ToyArithmeticTask(), pair.target.model, pair.draft.model, pair.tokenizer, MiningConfig(max_new_tokens=MAX_NEW))
+    ok = Miner(
+        ToyArithmeticTask(),
+        pair.target.model,
+        pair.draft.model,
+        pair.tokenizer,
+        MiningConfig(max_new_tokens=MAX_NEW),
+    )
     assert all(r.check_error is None for r in ok.mine(task.load("train", limit=1)[0], 0).records)
 
 
@@ -113,10 +133,18 @@ def test_store_resume_rejects_other_settings_and_cleans_orphans(pair, tmp_path):
     cfg = MiningConfig(max_new_tokens=MAX_NEW)
     s1 = mine_task(task, pair, out, limit=3, config=cfg, progress=False)
     assert s1["prompts"] == 3
-    with pytest.raises(MinedStoreError, match="--resume"):
+    with pytest.raises(MinedDataError, match="--resume"):
         mine_task(task, pair, out, limit=3, config=cfg, progress=False)
-    with pytest.raises(MinedStoreError, match="different settings"):
-        mine_task(task, pair, out, limit=3, config=MiningConfig(max_new_tokens=MAX_NEW + 1), resume=True, progress=False)
+    with pytest.raises(MinedDataError, match="different settings"):
+        mine_task(
+            task,
+            pair,
+            out,
+            limit=3,
+            config=MiningConfig(max_new_tokens=MAX_NEW + 1),
+            resume=True,
+            progress=False,
+        )
     # an orphan shard (crash after the tensors, before the completion marker) is removed on resume
     orphan = out / "shards" / "shard-000004.safetensors"
     orphan.write_bytes(b"partial")
@@ -141,10 +169,18 @@ def test_shards_merge_into_the_full_run(pair, tmp_path):
     for name in full_t:
         for key in full_t[name]:
             torch.testing.assert_close(full_t[name][key], merged_t[name][key])
-    with pytest.raises(MinedStoreError, match="overlapping"):
+    with pytest.raises(MinedDataError, match="overlapping"):
         merge_stores([tmp_path / "s0", tmp_path / "full"], tmp_path / "bad")
-    mine_task(task, pair, tmp_path / "other", limit=2, config=MiningConfig(max_new_tokens=8), shard=(1, 2), progress=False)
-    with pytest.raises(MinedStoreError, match="different models, task or settings"):
+    mine_task(
+        task,
+        pair,
+        tmp_path / "other",
+        limit=2,
+        config=MiningConfig(max_new_tokens=8),
+        shard=(1, 2),
+        progress=False,
+    )
+    with pytest.raises(MinedDataError, match="different models, task or settings"):
         merge_stores([tmp_path / "s0", tmp_path / "other"], tmp_path / "bad2")
 
 
@@ -169,7 +205,9 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
         if len(done) >= 3 or proc.poll() is not None:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, f"mining finished before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    assert proc.poll() is None, (
+        f"mining finished before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     n_before = len(list((killed / "prompts").glob("*.json")))
@@ -198,8 +236,82 @@ def test_aj_mine_merge_cli(pair, tmp_path):
     cfg = MiningConfig(max_new_tokens=16)
     for i in range(2):
         mine_task(task, pair, tmp_path / f"s{i}", limit=4, config=cfg, shard=(i, 2), progress=False)
-    res = CliRunner().invoke(mine_merge, [str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m")])
+    res = CliRunner().invoke(
+        mine_merge, [str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m")]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["prompts"] == 4
     res = CliRunner().invoke(mine_merge, [str(tmp_path / "s0"), "--out", str(tmp_path / "m")])
     assert res.exit_code != 0 and "already exists" in str(res.exception)
+
+
+def _fake_result(index: int, n: int) -> PromptResult:
+    """A prompt result with ``n`` labelled mismatches and features of the store's shapes (hidden 6/4)."""
+    g = torch.Generator().manual_seed(index)
+    records = [
+        MismatchRecord(
+            prompt_id=f"p{index}",
+            position=i,
+            draft_token=1,
+            target_token=2,
+            label=i % 2,
+            answer_original="1",
+            answer_alternative="1" if i % 2 == 0 else "2",
+            correct_original=True,
+            correct_alternative=i % 2 == 0,
+            timed_out=False,
+            rollout_target_forwards=1,
+            rollout_target_tokens=1,
+            features={
+                "dt": torch.randn(6, generator=g),
+                "tt": torch.randn(6, generator=g),
+                "dd": torch.randn(4, generator=g),
+                "x": torch.rand(3, generator=g),
+                "draft_rank": torch.tensor(i, dtype=torch.int32),
+            },
+        )  # fmt: skip
+        for i in range(n)
+    ]
+    return PromptResult(prompt_id=f"p{index}", index=index, response="r", answer="1", correct=True, records=records,
+                        final_response="r")  # fmt: skip
+
+
+def test_the_store_reads_what_it_writes_with_one_finished_rule(tmp_path):
+    """Writer (resume) and reader agree: a prompt is finished when its prompts/NNNNNN.json exists."""
+    store = MinedStore(tmp_path / "m")
+    meta = {"task": "toy", "split": "train", "draft": {"id": "d", "hidden_size": 4},
+            "target": {"id": "t", "hidden_size": 6}, "settings": {}}  # fmt: skip
+    store.open(meta, resume=False)
+    for index, n in ((0, 3), (1, 0), (2, 2)):
+        store.write_prompt(_fake_result(index, n))
+    assert store.done_indices() == {0, 1, 2} and not (store.shards / "shard-000001.jsonl").exists()
+    data = read_mined(store.root, ("dt", "dd", "x"))
+    assert data.n == 5 and data.shards == ["shard-000000", "shard-000002"]
+    assert data.prompt_ids.tolist() == ["p0"] * 3 + ["p2"] * 2 and data.positions.tolist() == [0, 1, 2, 0, 1]
+    assert data.features["dt"].shape == (5, 6) and data.features["dd"].shape == (5, 4)
+    assert data.labels.tolist() == [0, 1, 0, 0, 1] and data.draft_rank is not None
+    assert [r["prompt_id"] for r in store.label_rows()] == data.prompt_ids.tolist()
+    # an interrupted write: prompt 3's shard without its completion marker
+    store.write_prompt(_fake_result(3, 2))
+    store.marker_path(3).unlink()
+    with pytest.raises(MinedDataError, match="not finished"):
+        read_mined(store.root)
+    assert read_mined(store.root, skip_incomplete=True).n == 5 and len(store.label_rows()) == 5
+    assert store.summary()["prompts"] == 3 and store.summary()["labels"] == 5
+    store.open(meta, resume=True)  # the writer drops the same shard on resume
+    assert not list(store.shards.glob("shard-000003.*")) and read_mined(store.root).n == 5
+    # a finished prompt missing a shard file is damaged, skip_incomplete or not
+    (store.shards / "shard-000002.jsonl").unlink()
+    with pytest.raises(MinedDataError, match="damaged"):
+        read_mined(store.root, skip_incomplete=True)
+    # one format constant for both: another version is refused by the reader and by resume
+    assert json.loads(store.meta_path.read_text())["format"] == MINED_FORMAT == "autojudge-mined/1"
+    store.meta_path.write_text(
+        json.dumps({**json.loads(store.meta_path.read_text()), "format": "autojudge-mined/2"})
+    )
+    for action in (
+        lambda: read_mined(store.root, skip_incomplete=True),
+        lambda: store.open(meta, resume=True),
+    ):
+        with pytest.raises(MinedDataError, match="not supported"):
+            action()

@@ -67,8 +67,12 @@ def test_every_package_is_listed_in_pyproject() -> None:
     """A folder with an __init__.py that is missing from `packages` would silently vanish from wheels."""
     listed = set(SETUPTOOLS["packages"])
     found = set(source_packages())
-    assert found - listed == set(), f"add these to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
-    assert listed - found == set(), f"listed in pyproject.toml but no such package folder: {sorted(listed - found)}"
+    assert found - listed == set(), (
+        f"add these to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
+    )
+    assert listed - found == set(), (
+        f"listed in pyproject.toml but no such package folder: {sorted(listed - found)}"
+    )
 
 
 def test_package_dir_maps_only_autojudge_subpackages() -> None:
@@ -118,7 +122,10 @@ def make_venv(path: Path) -> Path:
     python = path / "bin" / "python"
     own = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.strip()
     parent = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(own) / "_autojudge_test_parent.pth").write_text("\n".join(sorted(parent)) + "\n", encoding="utf-8")
@@ -127,9 +134,22 @@ def make_venv(path: Path) -> Path:
 
 def pip_install(python: Path, *args: str) -> None:
     proc = subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--ignore-installed",
-         "--no-index", "--disable-pip-version-check", *args],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--ignore-installed",
+            "--no-index",
+            "--disable-pip-version-check",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -140,7 +160,9 @@ def run_in(venv_python: Path, cwd: Path, *args: str, **env: str) -> subprocess.C
     full_env.update(env)
     bindir = venv_python.parent
     cmd = [str(bindir / args[0]), *args[1:]] if (bindir / args[0]).exists() else list(args)
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=full_env, check=False)
+    return subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=full_env, check=False
+    )
 
 
 PROBE = r"""
@@ -153,7 +175,9 @@ print(json.dumps({"files": files, "generic": generic, "purelib": sysconfig.get_p
 
 
 def probe(python: Path, cwd: Path) -> dict:
-    proc = run_in(python, cwd, str(python), "-c", PROBE, json.dumps(sorted(source_packages())), json.dumps(GENERIC))
+    proc = run_in(
+        python, cwd, str(python), "-c", PROBE, json.dumps(sorted(source_packages())), json.dumps(GENERIC)
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -194,8 +218,10 @@ def test_pip_install_dot(wheel_venv: tuple[Path, Path]) -> None:
     assert info["generic"] == [], f"generic top-level packages are importable: {info['generic']}"
 
     # nothing but autojudge/, its dist-info and the `aj` script was installed
-    record = next(purelib.glob("autojudge-*.dist-info")) / "RECORD"
-    tops = {line.split(",")[0].split("/")[0] for line in record.read_text(encoding="utf-8").splitlines() if line}
+    record = next(purelib.glob("ajspec-*.dist-info")) / "RECORD"
+    tops = {
+        line.split(",")[0].split("/")[0] for line in record.read_text(encoding="utf-8").splitlines() if line
+    }
     assert tops - {".."} == {"autojudge", record.parent.name}, tops
     assert not (purelib / "autojudge" / "__init__.py").exists()  # namespace package
     for name in GENERIC:
@@ -217,7 +243,9 @@ def test_pip_install_editable(tmp_path: Path) -> None:
     cwd.mkdir()
     info = probe(python, cwd)
     for name, file in info["files"].items():
-        assert Path(file).is_relative_to(src), f"{name} imported from {file}, not from the editable source {src}"
+        assert Path(file).is_relative_to(src), (
+            f"{name} imported from {file}, not from the editable source {src}"
+        )
     assert info["generic"] == [], f"generic top-level packages are importable: {info['generic']}"
     purelib = Path(info["purelib"])
     for name in GENERIC:
@@ -226,7 +254,9 @@ def test_pip_install_editable(tmp_path: Path) -> None:
 
     # an edit in the source tree is live without reinstalling
     (src / "plugins" / "toy.py").write_text(
-        (src / "plugins" / "toy.py").read_text(encoding="utf-8").replace("Toy integer arithmetic", "Edited toy"),
+        (src / "plugins" / "toy.py")
+        .read_text(encoding="utf-8")
+        .replace("Toy integer arithmetic", "Edited toy"),
         encoding="utf-8",
     )
     tasks = run_in(python, cwd, "aj", "tasks")
@@ -306,7 +336,151 @@ def test_readme_lists_exactly_the_real_commands() -> None:
     from autojudge.plugins import manager
 
     real = set(aj_main.build_cli().commands)
-    third_party = {c for info in manager.plugins_info() if info["source"] != "builtin" for c in info["commands"]}
+    third_party = {
+        c for info in manager.plugins_info() if info["source"] != "builtin" for c in info["commands"]
+    }
     listed = set(re.findall(r"^\| `aj ([a-z][a-z0-9-]*)", README.read_text(encoding="utf-8"), re.MULTILINE))
     assert listed <= real, f"README lists commands that `aj` does not have: {sorted(listed - real)}"
-    assert real - third_party <= listed, f"README's command table misses: {sorted(real - third_party - listed)}"
+    assert real - third_party <= listed, (
+        f"README's command table misses: {sorted(real - third_party - listed)}"
+    )
+
+
+# -- the release artifact: `python -m build`, `twine check`, the built wheel in a fresh venv ----------
+
+
+PLUGIN_TEMPLATE_MODULE = """
+from autojudge.core.task import Example, Task
+from autojudge.plugins import hookimpl
+
+
+class MyTask(Task):
+    name = "mytask"
+    description = "A plugin built from the docs/plugins.md template."
+
+    def load(self, split, *, data_dir=None, limit=None):
+        return [Example(f"{split}-0", "Say 7.", reference=7)][:limit]
+
+    def build_messages(self, example):
+        return [{"role": "user", "content": example.question}]
+
+    def extract_answer(self, response):
+        return next((int(w) for w in response.split() if w.isdigit()), None)
+
+    def equivalent(self, answer_a, answer_b, example):
+        return answer_a is not None and answer_a == answer_b
+
+    def is_correct(self, answer, example):
+        return self.equivalent(answer, example.reference, example)
+
+
+@hookimpl
+def register_tasks(register):
+    register(MyTask())
+"""
+
+
+def build_dists(src: Path, out: Path) -> list[Path]:
+    """``python -m build`` (sdist and wheel, no isolation: the build tools come from this environment)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel", "--outdir", str(out), str(src)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return sorted(out.iterdir())
+
+
+def docs_plugin_template() -> str:
+    """The pyproject.toml template in docs/plugins.md (the first ```toml block)."""
+    text = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
+    match = re.search(r"```toml\n(.*?)```", text, re.DOTALL)
+    assert match, "docs/plugins.md has no ```toml block"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The sdist and wheel built from a copy of the repository, and a fresh venv with the wheel installed."""
+    root = tmp_path_factory.mktemp("release")
+    dists = build_dists(copy_repo(root / "src"), root / "dist")
+    version = PYPROJECT["project"]["version"]
+    names = {p.name for p in dists}
+    assert names == {f"ajspec-{version}.tar.gz", f"ajspec-{version}-py3-none-any.whl"}, names
+    python = make_venv(root / "venv")
+    pip_install(python, str(root / "dist" / f"ajspec-{version}-py3-none-any.whl"))
+    cwd = root / "elsewhere"
+    cwd.mkdir()
+    return {"root": root, "dist": root / "dist", "python": python, "cwd": cwd}
+
+
+@pytest.mark.slow
+def test_built_dists_pass_twine_check_and_carry_the_sources(release: dict[str, Path]) -> None:
+    dists = sorted(release["dist"].iterdir())
+    proc = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, dists)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("PASSED") == 2, proc.stdout
+    import tarfile
+    import zipfile
+
+    sdist = next(p for p in dists if p.suffix == ".gz")
+    with tarfile.open(sdist) as tar:
+        members = {m.split("/", 1)[1] for m in tar.getnames() if "/" in m}
+    assert {"pyproject.toml", "README.md", "core/engine.py", "plugins/math/plugin.py"} <= members
+    wheel = next(p for p in dists if p.suffix == ".whl")
+    with zipfile.ZipFile(wheel) as zf:
+        files = set(zf.namelist())
+        metadata = zf.read(next(n for n in files if n.endswith(".dist-info/METADATA"))).decode()
+    assert "autojudge/core/engine.py" in files and "autojudge/__init__.py" not in files
+    assert not [f for f in files if f.split("/")[0] in GENERIC], "generic top-level folders in the wheel"
+    assert "Name: ajspec" in metadata and f"Version: {PYPROJECT['project']['version']}" in metadata
+
+
+@pytest.mark.slow
+def test_the_built_wheel_runs_aj_in_a_fresh_venv(release: dict[str, Path]) -> None:
+    python, cwd = release["python"], release["cwd"]
+    info = probe(python, cwd)
+    for name, file in info["files"].items():  # imported from the installed wheel, not the checkout
+        assert Path(file).is_relative_to(Path(info["purelib"]) / "autojudge"), (name, file)
+    check_aj(python, cwd)
+    sandbox = run_in(python, cwd, "aj", "sandbox", "check")
+    assert sandbox.returncode == 0, sandbox.stdout + sandbox.stderr
+    assert "docker" in sandbox.stdout.lower() or "bubblewrap" in sandbox.stdout.lower(), sandbox.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_built_wheel_decodes_with_the_smallest_model(release: dict[str, Path]) -> None:
+    python, cwd = release["python"], release["cwd"]
+    proc = run_in(
+        python, cwd, "aj", "decode", "--target", "smollm2-135m-instruct", "--draft", "smollm2-135m-instruct",
+        "--mode", "sd", "-k", "3", "--max-new-tokens", "8", "--dtype", "float32", "-p", "What is 2+3?", "--json",
+        OMP_NUM_THREADS="1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["text"].strip() and 1 <= out["metrics"]["num_output_tokens"] <= 8, out
+    # the draft is the target itself, so lossless SD accepts every draft token
+    assert out["metrics"]["draft_acceptance_rate"] == 1.0, out["metrics"]
+
+
+@pytest.mark.slow
+def test_the_docs_plugin_template_builds_and_registers(release: dict[str, Path], tmp_path: Path) -> None:
+    template = docs_plugin_template()
+    assert "[build-system]" in template and 'dependencies = ["ajspec"]' in template
+    plugin = tmp_path / "ajspec-mytask"
+    (plugin / "ajspec_mytask").mkdir(parents=True)
+    (plugin / "pyproject.toml").write_text(template, encoding="utf-8")
+    (plugin / "ajspec_mytask" / "__init__.py").write_text(PLUGIN_TEMPLATE_MODULE, encoding="utf-8")
+    dists = build_dists(plugin, tmp_path / "dist")
+    wheel = next(p for p in dists if p.suffix == ".whl")
+    assert wheel.name.startswith("ajspec_mytask-"), wheel.name
+    python, cwd = release["python"], release["cwd"]
+    pip_install(python, str(wheel))
+    tasks = run_in(python, cwd, "aj", "tasks")
+    assert tasks.returncode == 0, tasks.stderr
+    assert any(
+        line.startswith("mytask ") and line.endswith("[mytask]") for line in tasks.stdout.splitlines()
+    ), tasks.stdout

@@ -75,9 +75,17 @@ def test_every_artifact_is_written_and_consistent(base_run):
         again = aggregate_rows(rows)
         a = s["modes"][name]
         assert a["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
-        for key in ("accuracy", "mean_acceptance_length", "tokens_per_s", "num_judge_accepted", "acceptance_histogram"):
+        for key in (
+            "accuracy",
+            "mean_acceptance_length",
+            "tokens_per_s",
+            "num_judge_accepted",
+            "acceptance_histogram",
+        ):
             assert a[key] == pytest.approx(again[key]), key
-        assert a["accuracy_delta_points"] == pytest.approx(100 * (a["accuracy"] - s["modes"]["ar"]["accuracy"]))
+        assert a["accuracy_delta_points"] == pytest.approx(
+            100 * (a["accuracy"] - s["modes"]["ar"]["accuracy"])
+        )
         assert a["speedup_vs_ar"] == pytest.approx(a["tokens_per_s"] / s["modes"]["ar"]["tokens_per_s"])
     assert s["modes"]["ar"]["mean_acceptance_length"] == pytest.approx(1.0)
     # float32: lossless SD reproduces target-only exactly
@@ -101,7 +109,9 @@ def test_threshold_is_chosen_on_validation_prompts_only(base_run):
     assert len(mined_ids) == SETTINGS["mine_limit"] and len(val_ids) == SETTINGS["val_limit"]
     assert sel["split"] == "train" and not val_ids & mined_ids
     assert val_ids == {f"train-{i}" for i in range(8, 11)}  # the prompts right after the mined ones
-    assert not val_ids & set(s["eval_prompt_ids"]) and all(i.startswith("test-") for i in s["eval_prompt_ids"])
+    assert not val_ids & set(s["eval_prompt_ids"]) and all(
+        i.startswith("test-") for i in s["eval_prompt_ids"]
+    )
     # the recommendation is recomputable from the validation rows alone
     ref = aggregate_rows(read_rows(base_run / "validation" / "ar.jsonl"))["accuracy"]
     accs = {c["threshold"]: c["accuracy"] for c in sel["candidates"]}
@@ -178,9 +188,20 @@ def test_run_on_sharded_mining_merged_elsewhere(pair, base_run, tmp_path):
     from autojudge.core.mining.store import merge_stores
     from autojudge.plugins.toy import ToyArithmeticTask
 
-    task, cfg = ToyArithmeticTask(), MiningConfig(max_new_tokens=SETTINGS["max_new_tokens"], draft_k=SETTINGS["k"])
+    task, cfg = (
+        ToyArithmeticTask(),
+        MiningConfig(max_new_tokens=SETTINGS["max_new_tokens"], draft_k=SETTINGS["k"]),
+    )
     for i in range(2):
-        mine_task(task, pair, tmp_path / f"s{i}", limit=SETTINGS["mine_limit"], config=cfg, shard=(i, 2), progress=False)
+        mine_task(
+            task,
+            pair,
+            tmp_path / f"s{i}",
+            limit=SETTINGS["mine_limit"],
+            config=cfg,
+            shard=(i, 2),
+            progress=False,
+        )
     merged = merge_stores([tmp_path / "s0", tmp_path / "s1"], tmp_path / "merged")
     before = {p.name: p.read_bytes() for p in sorted((merged.root / "shards").iterdir())}
     out = tmp_path / "run"
@@ -190,8 +211,12 @@ def test_run_on_sharded_mining_merged_elsewhere(pair, base_run, tmp_path):
     # the labels mining inside the run found, and a judge trained on them
     key = lambda rows: sorted((r["prompt_id"], r["position"], r["label"]) for r in rows)  # noqa: E731
     assert key(merged.label_rows()) == key(MinedStore(base_run / "mined").label_rows())
-    assert summary["mining"]["labels"] == json.loads((base_run / "summary.json").read_text())["mining"]["labels"]
-    assert (out / "judge.safetensors").is_file() and summary["training"]["n_labels"] == summary["mining"]["labels"]
+    assert (
+        summary["mining"]["labels"] == json.loads((base_run / "summary.json").read_text())["mining"]["labels"]
+    )
+    assert (out / "judge.safetensors").is_file() and summary["training"]["n_labels"] == summary["mining"][
+        "labels"
+    ]
     val_ids = json.loads((out / "validation" / "selection.json").read_text())["prompt_ids"]
     mined_ids = {r["prompt_id"] for r in merged.prompt_rows()}
     assert len(val_ids) == SETTINGS["val_limit"] and not mined_ids & set(val_ids)
@@ -199,7 +224,14 @@ def test_run_on_sharded_mining_merged_elsewhere(pair, base_run, tmp_path):
     assert not any(rerun(pair, out, mined=merged.root)[1].values())
     with pytest.raises(PipelineError, match="one shard"):
         rerun(pair, tmp_path / "run2", mined=tmp_path / "s0")
-    small = LoadedModel("small-draft", make_tiny_model("qwen2", hidden=32), pair.tokenizer, None, torch.float32, torch.device("cpu"))
+    small = LoadedModel(
+        "small-draft",
+        make_tiny_model("qwen2", hidden=32),
+        pair.tokenizer,
+        None,
+        torch.float32,
+        torch.device("cpu"),
+    )
     other = ModelPair(draft=small, target=pair.target, tokenizer=pair.tokenizer)
     with pytest.raises(PipelineError, match="draft model"):
         Pipeline(RunConfig(out=tmp_path / "run3", mined=merged.root, **SETTINGS), pair=other).run()
@@ -265,7 +297,9 @@ def test_no_judge_when_mining_finds_nothing_to_learn(pair, tmp_path):
     """Draft == target: no mismatch is mined; the run still evaluates and reports, and says why."""
     same = ModelPair(draft=pair.target, target=pair.target, tokenizer=pair.tokenizer)
     out = tmp_path / "run"
-    s = run_pipeline(RunConfig(out=out, **{**SETTINGS, "mine_limit": 2, "val_limit": 1, "eval_limit": 1}), pair=same)
+    s = run_pipeline(
+        RunConfig(out=out, **{**SETTINGS, "mine_limit": 2, "val_limit": 1, "eval_limit": 1}), pair=same
+    )
     assert s["mining"]["labels"] == 0 and s["calibrated_threshold"] is None
     assert s["recommended_mode"] == "sd" and s["recommended_threshold"] == 0.0
     assert set(s["modes"]) == {"ar", "sd", "topk:2", "topk:8"}  # no judge mode without a judge
@@ -276,6 +310,8 @@ def test_no_judge_when_mining_finds_nothing_to_learn(pair, tmp_path):
     for p in PLOTS:
         assert (out / "plots" / p).read_bytes().startswith(PNG_MAGIC)
     # cached like any other run
-    p = Pipeline(RunConfig(out=out, **{**SETTINGS, "mine_limit": 2, "val_limit": 1, "eval_limit": 1}), pair=same)
+    p = Pipeline(
+        RunConfig(out=out, **{**SETTINGS, "mine_limit": 2, "val_limit": 1, "eval_limit": 1}), pair=same
+    )
     p.run()
     assert not any(p.ran.values())

@@ -76,7 +76,7 @@ import sys
 sys.exit(3)
 """
 
-MALFORMED = '''
+MALFORMED = """
 from autojudge.core.task import Example, Task
 from autojudge.plugins import hookimpl
 
@@ -126,7 +126,7 @@ def register_tasks(register):
     register(NoDescription())
     register(BadStops())
     register(Fine())
-'''
+"""
 
 HOOK_RAISES = """
 from autojudge.plugins import hookimpl
@@ -165,7 +165,7 @@ def register_tasks(register):  # forgot @hookimpl
     pass
 """
 
-DUPLICATE = '''
+DUPLICATE = """
 from autojudge.plugins import hookimpl
 from autojudge.plugins.toy import ToyArithmeticTask
 
@@ -177,7 +177,7 @@ class Impostor(ToyArithmeticTask):
 @hookimpl
 def register_tasks(register):
     register(Impostor())
-'''
+"""
 
 
 def make_distribution(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
@@ -444,7 +444,9 @@ def test_aj_load_plugins_restricts_external_plugins(
         assert external == set(), "AJ_LOAD_PLUGINS='' must load no external plugin at all"
 
 
-def test_two_entry_points_with_one_name_warn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_registry: None) -> None:
+def test_two_entry_points_with_one_name_warn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_registry: None
+) -> None:
     root = tmp_path / "site"
     make_distribution(root, "ajspec-first", {"samename": "ajt_first"}, {"ajt_first": GOOD})
     make_distribution(root, "ajspec-second", {"samename": "ajt_second"}, {"ajt_second": GOOD})
@@ -467,6 +469,9 @@ def test_plugins_info_is_json(fake_plugins: Path) -> None:
         "hooks": ["register_commands", "register_tasks"],
         "tasks": ["good-task"],
         "commands": [],  # none counted until commands are registered
+        "judges": [],
+        "drafters": [],
+        "comparers": [],
     }
 
 
@@ -475,16 +480,26 @@ def test_plugins_info_is_json(fake_plugins: Path) -> None:
 
 def aj_command() -> list[str]:
     script = Path(sys.executable).with_name("aj")
-    assert script.is_file(), f"the `aj` console script is missing next to {sys.executable}: install the package"
+    assert script.is_file(), (
+        f"the `aj` console script is missing next to {sys.executable}: install the package"
+    )
     return [str(script)]
 
 
 def run_aj(args: list[str], pythonpath: Path, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k != manager.LOAD_PLUGINS_ENV}
     full_env.update(env)
-    full_env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    full_env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), full_env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     return subprocess.run(
-        aj_command() + args, capture_output=True, text=True, env=full_env, timeout=120, cwd=pythonpath, check=False
+        aj_command() + args,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        cwd=pythonpath,
+        check=False,
     )
 
 
@@ -513,7 +528,9 @@ def test_aj_tasks_and_plugin_command_survive_broken_plugins(fake_site: Path) -> 
     proc = run_aj(["tasks"], fake_site)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert any(line.startswith("good-task ") and "A well-formed task" in line and "[good]" in line for line in lines)
+    assert any(
+        line.startswith("good-task ") and "A well-formed task" in line and "[good]" in line for line in lines
+    )
     assert any(line.startswith("toy-arith ") for line in lines)
     assert "failed to import" in proc.stderr
 
@@ -533,7 +550,9 @@ def test_aj_load_plugins_through_the_command(fake_site: Path) -> None:
     proc = run_aj(["tasks", "--json"], fake_site, AJ_LOAD_PLUGINS="")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    assert {r["plugin"] for r in rows} <= {n for n in manager.load_plugins().plugins if n.startswith("builtin:")}
+    assert {r["plugin"] for r in rows} <= {
+        n for n in manager.load_plugins().plugins if n.startswith("builtin:")
+    }
 
 
 # -- the example third-party plugin (tests/plugins/ajspec-example) --------------------------
@@ -577,7 +596,9 @@ def test_example_plugin_is_installed_in_this_environment(isolated_registry: None
     try:
         dist = distribution("ajspec-example")
     except PackageNotFoundError:
-        pytest.fail("ajspec-example is not installed here: run `bash .ci/install` (it installs it into .venv)")
+        pytest.fail(
+            "ajspec-example is not installed here: run `bash .ci/install` (it installs it into .venv)"
+        )
     eps = [ep for ep in dist.entry_points if ep.group == "autojudge"]
     assert [(ep.name, ep.value) for ep in eps] == [("example", "ajspec_example")]
     proc = subprocess.run(
@@ -590,5 +611,202 @@ def test_example_plugin_is_installed_in_this_environment(isolated_registry: None
     )
     assert proc.returncode == 0, proc.stderr
     assert any(
-        line.startswith("example-wordcount ") and line.rstrip().endswith("[example]") for line in proc.stdout.splitlines()
+        line.startswith("example-wordcount ") and line.rstrip().endswith("[example]")
+        for line in proc.stdout.splitlines()
     ), proc.stdout
+
+
+# -- judge kinds, drafters and comparers from a third-party plugin ------------------------------
+
+JUDGE_PLUGIN = '''
+import torch
+
+from autojudge.core.drafters import Drafter, Proposal
+from autojudge.core.judge import Judge, TopKJudge
+from autojudge.plugins import hookimpl
+
+
+class MarginJudge(Judge):
+    """Accept a mismatching draft token when the target's top-1 margin is below ``m``."""
+
+    name = "margin"
+    kind = "mykind"
+    spec_form = "mykind:M"
+
+    def __init__(self, m: float):
+        if not 0.0 <= m <= 1.0:
+            raise ValueError(f"m must be in [0, 1], got {m}")
+        self.m = float(m)
+
+    @classmethod
+    def from_spec(cls, arg):
+        return cls(float(arg))
+
+    def params(self):
+        return {"m": self.m}
+
+    def p_important(self, feats):
+        return (feats.extras[:, 2] >= self.m).float()
+
+
+class EchoDrafter(Drafter):
+    """Proposes the last token again, k times."""
+
+    name = "echo"
+
+    def __init__(self, device="cpu"):
+        self.device = device
+
+    def propose(self, seq, k):
+        return Proposal(torch.tensor([seq[-1]] * k, dtype=torch.long), self.name)
+
+
+class Impostor(TopKJudge):
+    pass
+
+
+class NoKind(TopKJudge):
+    kind = "My Kind"
+
+
+class BadForm(TopKJudge):
+    kind = "badform"
+    spec_form = "other:K"
+
+
+class Abstract(Judge):
+    kind = "abstract"
+
+
+class Comparer:
+    name = "exact"
+
+    def __call__(self, a, b):
+        return a == b
+
+
+@hookimpl
+def register_judges(register):
+    register(MarginJudge)
+    register(Impostor)       # kind 'topk' is taken by the built-in
+    register(MarginJudge(0.5))  # an instance, not the class
+    register(EchoDrafter)    # not a Judge
+    register(NoKind)
+    register(BadForm)
+    register(Abstract)
+
+
+@hookimpl
+def register_drafters(register):
+    register(EchoDrafter)
+    register(MarginJudge)  # not a Drafter
+
+
+@hookimpl
+def register_comparers(register):
+    register(Comparer)
+    register(object())  # no name
+'''
+
+
+@pytest.fixture
+def judge_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_registry: None) -> Path:
+    root = tmp_path / "site"
+    make_distribution(root, "ajspec-mykind", {"mykind": "ajt_mykind"}, {"ajt_mykind": JUDGE_PLUGIN})
+    monkeypatch.syspath_prepend(str(root))
+    return root
+
+
+def test_builtin_judge_kinds_drafters_and_comparers_are_registered(isolated_registry: None) -> None:
+    from autojudge.core.drafters import LookupDrafter
+    from autojudge.core.judge import LinearJudge, NeverAccept, TopKJudge
+
+    reg = manager.load_plugins()
+    assert manager.get_judge_kind("topk") is TopKJudge and manager.get_judge_kind("linear") is LinearJudge
+    assert reg.judge_owner["never"] == "builtin:judges"
+    assert manager.judge_spec_forms()[:4] == ("never", "always", "topk:K", "prob:P")
+    assert isinstance(manager.judge_from_spec(" NEVER "), NeverAccept)
+    assert manager.judge_from_spec("topk:3").k == 3
+    for not_a_kind in ("never:3", "topk", "linear", "judge.safetensors", "runs/a:b.safetensors"):
+        assert manager.judge_from_spec(not_a_kind) is None, not_a_kind
+    with pytest.raises(ValueError, match=r"bad judge spec 'topk:x'"):
+        manager.judge_from_spec("topk:x")
+    with pytest.raises(manager.UnknownNameError, match=r"unknown judge kind 'nope'.*topk"):
+        manager.get_judge_kind("nope")
+    assert {"draft-model", "lookup", "none"} <= set(manager.get_drafters())
+    lookup = manager.get_drafter("lookup", [1, 2, 3, 4], max_ngram=2)
+    assert isinstance(lookup, LookupDrafter) and lookup.propose([1, 2], 2).tokens.tolist() == [3, 4]
+    with pytest.raises(manager.UnknownNameError, match="unknown drafter 'nope'"):
+        manager.get_drafter("nope")
+    info = {p["name"]: p for p in manager.plugins_info()}
+    assert info["builtin:judges"]["judges"] == ["never", "always", "topk", "prob", "linear"]
+    assert info["builtin:drafters"]["drafters"] == ["draft-model", "lookup", "none"]
+    assert (
+        info["builtin:toy"]["judges"]
+        == info["builtin:toy"]["drafters"]
+        == info["builtin:toy"]["comparers"]
+        == []
+    )
+
+
+def test_a_plugin_adds_a_judge_kind_and_a_drafter(judge_plugin: Path) -> None:
+    import json
+
+    import torch
+
+    from autojudge.core.judge import MismatchFeatures
+    from autojudge.judges.spec import load_judge_spec
+
+    reg, messages = load_recording()
+    assert reg.judge_owner["mykind"] == "mykind" and reg.drafter_owner["echo"] == "mykind"
+    assert reg.comparer_owner["exact"] == "mykind" and manager.get_comparer("exact")()(1, 1)
+    assert reg.plugins["mykind"].judges == ["mykind"] and reg.plugins["mykind"].drafters == ["echo"]
+    assert "mykind:M" in manager.judge_spec_forms()
+
+    # --judge mykind:ARG, through the one resolver of --judge strings
+    judge = load_judge_spec("mykind:0.25")
+    assert type(judge).__name__ == "MarginJudge" and judge.m == 0.25
+    with pytest.raises(ValueError, match=r"bad judge spec 'mykind:2'.*m must be in"):
+        load_judge_spec("mykind:2")
+    with pytest.raises(
+        FileNotFoundError, match=r"neither a baseline \(never, always, topk:K, prob:P, mykind:M\)"
+    ):
+        load_judge_spec("mykind")
+    # its description rebuilds it through the registry (what a vLLM worker does)
+    description = json.loads(json.dumps(judge.describe()))
+    assert description == {"kind": "mykind", "name": "margin", "m": 0.25, "threshold": 0.5}
+    rebuilt = manager.judge_from_description(description)
+    logits = torch.randn(5, 11)
+    feats = MismatchFeatures(torch.arange(5), logits.argmax(-1), logits, torch.zeros(5, 2))
+    assert torch.equal(rebuilt.accept(feats), judge.accept(feats))
+
+    echo = manager.get_drafter("echo")
+    assert echo.propose([4, 7], 3).tokens.tolist() == [7, 7, 7]
+
+    mine = warnings_about(messages, "mykind")
+    expected = [
+        "registered judge kind 'topk', already registered by 'builtin:judges'; keeping the first",
+        "register_judges expects a subclass of autojudge.core.judge.Judge (the class itself), an instance of MarginJudge",
+        "EchoDrafter is not a subclass of autojudge.core.judge.Judge",
+        "judge NoKind has an invalid kind 'My Kind'",
+        "judge BadForm (kind 'badform') has spec_form 'other:K'",
+        "Abstract is abstract (implement p_important)",
+        "MarginJudge is not a subclass of autojudge.core.drafters.Drafter",
+        "comparer object has an invalid name None",
+    ]
+    for fragment in expected:
+        assert any(fragment in m for m in mine), (fragment, mine)
+    assert len(mine) == len(expected), mine
+    for bad in ("My Kind", "badform", "abstract"):
+        assert bad not in reg.judges
+    assert manager.get_judge_kind("topk").__name__ == "TopKJudge"  # the built-in kept its kind
+
+
+def test_aj_plugins_lists_judge_kinds_and_drafters(judge_plugin: Path) -> None:
+    proc = run_aj(["plugins"], judge_plugin, AJ_LOAD_PLUGINS="mykind")
+    assert proc.returncode == 0, proc.stderr
+    by_name = {p["name"]: p for p in json.loads(proc.stdout)["plugins"]}
+    mine = by_name["mykind"]
+    assert mine["judges"] == ["mykind"] and mine["drafters"] == ["echo"] and mine["comparers"] == ["exact"]
+    assert mine["hooks"] == ["register_comparers", "register_drafters", "register_judges"]
+    assert by_name["builtin:judges"]["judges"] == ["never", "always", "topk", "prob", "linear"]

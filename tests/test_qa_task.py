@@ -1,6 +1,6 @@
-"""The built-in ``qa`` task: registration, data, answer extraction, judging, and `aj mine` / `aj run`.
+"""The built-in ``qa`` task: registration, data, answer extraction, comparison, and `aj mine` / `aj run`.
 
-Judging goes through a real OpenAI-compatible HTTP server on 127.0.0.1 with
+Comparison goes through a real OpenAI-compatible HTTP server on 127.0.0.1 with
 scripted replies (``tests/llmjudge_server.py``), configured the way a user does:
 ``AJ_QA_JUDGE=openai:<url>#<model>``.
 """
@@ -18,7 +18,7 @@ import pytest
 from conftest import save_tiny_pair
 from llmjudge_server import OpenAICompatServer, Reply
 
-from autojudge.core.compare.llm import JudgeBackendError, normalize_answer
+from autojudge.core.compare.llm import ComparerBackendError, normalize_answer
 from autojudge.core.compare.llm.prompt import build_messages
 from autojudge.core.data import DatasetNotFoundError
 from autojudge.core.mining.store import MinedStore
@@ -27,8 +27,8 @@ from autojudge.plugins.qa.task import QATask, extract_qa_answer, qa_split_of
 
 
 @pytest.fixture
-def judge_env(monkeypatch, tmp_path):
-    """Point the qa task's judge at a scripted server; returns a function starting one."""
+def comparer_env(monkeypatch, tmp_path):
+    """Point the qa task's comparer at a scripted server; returns a function starting one."""
     monkeypatch.setenv("AJ_LLMJUDGE_CACHE", str(tmp_path / "judge-cache.sqlite3"))
     servers = []
 
@@ -45,7 +45,7 @@ def judge_env(monkeypatch, tmp_path):
 
 
 def shown(body) -> tuple[str, str, str]:
-    """(question, Response A, Response B) as shown in a judge request."""
+    """(question, Response A, Response B) as shown in a comparer request."""
     text = body["messages"][-1]["content"]
     q = text.split("Question:\n", 1)[1].split("\n\nResponse A:\n", 1)[0]
     a = text.split("Response A:\n", 1)[1].split("\n\nResponse B:\n", 1)[0]
@@ -54,7 +54,7 @@ def shown(body) -> tuple[str, str, str]:
 
 
 def hashed_rule(body) -> str:
-    """A deterministic stand-in judge: Yes for two thirds of the prompts, by hash."""
+    """A deterministic stand-in comparing model: Yes for two thirds of the prompts, by hash."""
     text = body["messages"][-1]["content"]
     return "A: x\nB: y\nSame: " + ("Yes" if hashlib.sha256(text.encode()).digest()[0] % 3 else "No")
 
@@ -103,7 +103,9 @@ def test_user_jsonl_from_env(monkeypatch, tmp_path):
     assert [e.id for e in everything] == ["qa-1", "x2", "x3"]
     assert everything[1].reference == "42" and everything[2].meta["aliases"] == ["a three"]
     assert everything[0].meta["split"] == qa_split_of("qa-1")
-    assert {e.id for e in task.load("test")} == {"x2"} | ({"qa-1"} if qa_split_of("qa-1") == "test" else set())
+    assert {e.id for e in task.load("test")} == {"x2"} | (
+        {"qa-1"} if qa_split_of("qa-1") == "test" else set()
+    )
     assert task.reference_answers(everything[2]) == ["A3", "a three"]
     assert task.info()["data"] == str(path)
 
@@ -113,7 +115,9 @@ def test_user_jsonl_from_env(monkeypatch, tmp_path):
         ({"question": "q?", "answer": "a", "aliases": "b"}, "'aliases'"),
         ({"question": "q?", "answer": "a", "split": "dev"}, "'split'"),
     ]:
-        (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "ok?", "answer": "ok"}) + "\n" + json.dumps(bad) + "\n")
+        (tmp_path / "bad.jsonl").write_text(
+            json.dumps({"question": "ok?", "answer": "ok"}) + "\n" + json.dumps(bad) + "\n"
+        )
         monkeypatch.setenv("AJ_QA_DATA", str(tmp_path / "bad.jsonl"))
         with pytest.raises(ValueError, match=rf"bad.jsonl:2: {msg}"):
             task.load("all")
@@ -129,7 +133,9 @@ def test_user_jsonl_from_env(monkeypatch, tmp_path):
 def test_data_dir_file_is_used_when_present(monkeypatch, tmp_path):
     monkeypatch.delenv("AJ_QA_DATA", raising=False)
     (tmp_path / "qa").mkdir()
-    (tmp_path / "qa" / "questions.jsonl").write_text('{"id": "only", "question": "Q?", "answer": "A", "split": "train"}\n')
+    (tmp_path / "qa" / "questions.jsonl").write_text(
+        '{"id": "only", "question": "Q?", "answer": "A", "split": "train"}\n'
+    )
     assert [e.id for e in QATask().load("train", data_dir=tmp_path)] == ["only"]
     assert len(QATask().load("train")) == 40  # the shared data sets have no qa/ folder: shipped questions
 
@@ -166,39 +172,51 @@ def test_messages_ask_for_a_final_answer_line():
 # -- judging ------------------------------------------------------------------------------------------------
 
 
-def test_equivalence_and_correctness_go_through_the_configured_judge(judge_env):
+def test_equivalence_and_correctness_go_through_the_configured_comparer(comparer_env):
     def respond(body):
         _, a, b = shown(body)
         return "A: ...\nB: ...\nSame: " + ("Yes" if "ottawa" in a.lower() and "ottawa" in b.lower() else "No")
 
-    server = judge_env(respond)
+    server = comparer_env(respond)
     task = get_task("qa")
     ex = next(e for e in task.load("all") if e.id == "geo-canada-capital")
     assert task.info()["judge"]["spec"].endswith("#scripted-judge")
     outcomes = task.equivalent_outcomes(
-        [("Ottawa", "It is Ottawa, in Ontario.", ex), ("Ottawa", "Toronto", ex), ("Ottawa", "ottawa", ex), (None, "Ottawa", ex)]
+        [
+            ("Ottawa", "It is Ottawa, in Ontario.", ex),
+            ("Ottawa", "Toronto", ex),
+            ("Ottawa", "ottawa", ex),
+            (None, "Ottawa", ex),
+        ]
     )
     assert [o.value for o in outcomes] == [True, False, True, False] and all(o.ok for o in outcomes)
-    assert server.count == 4  # two judged pairs, both orders; identical and missing answers need no judge
+    assert (
+        server.count == 4
+    )  # two compared pairs, both orders; identical and missing answers need no model call
     assert {shown(b)[0] for b in server.requests} == {ex.question}
-    assert task.is_correct("ottawa", ex) and server.count == 4  # the reference itself: no judge call
+    assert task.is_correct("ottawa", ex) and server.count == 4  # the reference itself: no model call
     assert task.is_correct("The capital is Ottawa", ex) and not task.is_correct("Montreal", ex)
-    assert server.count == 8 and shown(server.requests[-1])[1:] in {("Montreal", "Ottawa"), ("Ottawa", "Montreal")}
+    assert server.count == 8 and shown(server.requests[-1])[1:] in {
+        ("Montreal", "Ottawa"),
+        ("Ottawa", "Montreal"),
+    }
     # cached: the same checks again cost nothing
     assert task.equivalent_many([("Ottawa", "It is Ottawa, in Ontario.", ex)]) == [True] and server.count == 8
 
 
-def test_judge_failure_is_an_error_not_a_verdict(judge_env):
-    server = judge_env(lambda body: Reply(status=500, body=b"down"))
+def test_comparer_failure_is_an_error_not_a_verdict(comparer_env):
+    server = comparer_env(lambda body: Reply(status=500, body=b"down"))
     task = get_task("qa")
     ex = task.load("train", limit=1)[0]
-    with pytest.raises(JudgeBackendError, match=r"(?s)task 'qa'.*AJ_QA_JUDGE.*nothing was counted as equivalent.*HTTP 500"):
+    with pytest.raises(
+        ComparerBackendError, match=r"(?s)task 'qa'.*AJ_QA_JUDGE.*nothing was counted as equivalent.*HTTP 500"
+    ):
         task.equivalent_outcomes([("Ottawa", "Toronto", ex)])
     assert server.count == 4  # two orders x (1 try + 1 retry)
 
 
-def test_changing_the_judge_changes_the_task_info(monkeypatch):
-    # `aj run` hashes task.info() into each stage's inputs: another judge re-mines
+def test_changing_the_comparer_changes_the_task_info(monkeypatch):
+    # `aj run` hashes task.info() into each stage's inputs: another comparer re-mines
     monkeypatch.setenv("AJ_QA_JUDGE", "local:smollm2-135m-instruct")
     a = QATask().info()
     monkeypatch.setenv("AJ_QA_JUDGE_BOTH_ORDERS", "0")
@@ -216,7 +234,11 @@ def test_changing_the_judge_changes_the_task_info(monkeypatch):
 
 def aj(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "autojudge.cli.main", *args], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "autojudge.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -231,8 +253,8 @@ def expected_equivalent(question: str, a, b) -> bool:
 
 
 @pytest.mark.slow
-def test_aj_mine_task_qa_writes_labels_decided_by_the_judge(judge_env, tmp_path):
-    server = judge_env(hashed_rule)
+def test_aj_mine_task_qa_writes_labels_decided_by_the_comparer(comparer_env, tmp_path):
+    server = comparer_env(hashed_rule)
     save_tiny_pair(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "mined"
@@ -246,39 +268,45 @@ def test_aj_mine_task_qa_writes_labels_decided_by_the_judge(judge_env, tmp_path)
     rows = store.label_rows()
     ex = QATask().load("train", limit=1)[0]
     assert rows and {r["prompt_id"] for r in rows} == {ex.id}
-    for r in rows:  # every label is exactly what the judge said
+    for r in rows:  # every label is exactly what the comparer said
         equivalent = expected_equivalent(ex.question, r["answer_original"], r["answer_alternative"])
         assert r["label"] == (0 if equivalent else 1), r
-        correct = r["answer_alternative"] is not None and expected_equivalent(ex.question, r["answer_alternative"], ex.reference)
+        correct = r["answer_alternative"] is not None and expected_equivalent(
+            ex.question, r["answer_alternative"], ex.reference
+        )
         assert r["correct_alternative"] == correct, r
     assert server.count > 0 and {shown(b)[0] for b in server.requests} == {ex.question}
     assert json.loads((out / "meta.json").read_text())["task"] == "qa"
 
 
 @pytest.mark.slow
-def test_aj_mine_stops_on_a_failing_judge_and_resumes_from_the_cache(judge_env, tmp_path):
+def test_aj_mine_stops_on_a_failing_comparer_and_resumes_from_the_cache(comparer_env, tmp_path):
     save_tiny_pair(tmp_path)
     env_base = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "mined"
     common = ["mine", "--task", "qa", "--limit", "1", "--out", str(out), "--draft", str(tmp_path / "draft"),
               "--target", str(tmp_path / "target"), "--dtype", "float32", "--max-new-tokens", "24", "--no-progress"]  # fmt: skip
 
-    down = judge_env(lambda body: Reply(status=503, body=b"maintenance"))
+    down = comparer_env(lambda body: Reply(status=503, body=b"maintenance"))
     proc = aj(*common, env={**os.environ, **env_base})
     assert proc.returncode != 0
-    assert "JudgeBackendError" in proc.stderr and "HTTP 503" in proc.stderr and "--resume" in proc.stderr
-    assert not list((out / "prompts").glob("*.json")) and MinedStore(out).label_rows() == []  # no label written
+    assert "ComparerBackendError" in proc.stderr and "HTTP 503" in proc.stderr and "--resume" in proc.stderr
+    assert (
+        not list((out / "prompts").glob("*.json")) and MinedStore(out).label_rows() == []
+    )  # no label written
     assert down.count >= 2
 
-    up = judge_env(hashed_rule)  # the judge is back (on another port: the cache key does not include the URL)
+    up = comparer_env(
+        hashed_rule
+    )  # the comparer is back (on another port: the cache key does not include the URL)
     proc = aj(*common, "--resume", env={**os.environ, **env_base})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert MinedStore(out).label_rows() and up.count > 0
 
 
 @pytest.mark.slow
-def test_aj_run_task_qa_end_to_end(judge_env, tmp_path):
-    server = judge_env(hashed_rule)
+def test_aj_run_task_qa_end_to_end(comparer_env, tmp_path):
+    server = comparer_env(hashed_rule)
     save_tiny_pair(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = ["run", "--task", "qa", "--draft", str(tmp_path / "draft"), "--target", str(tmp_path / "target"),
@@ -292,4 +320,4 @@ def test_aj_run_task_qa_end_to_end(judge_env, tmp_path):
     assert n > 0
     second = aj(*cmd, env=env)
     assert second.returncode == 0 and second.stderr.count("skipped") == 5
-    assert server.count == n  # nothing re-judged
+    assert server.count == n  # nothing compared again

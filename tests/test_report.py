@@ -55,7 +55,10 @@ def test_report_files(tmp_path):
     md = (tmp_path / "report.md").read_text()
     for name in s["mode_order"]:
         assert f"| {name} |" in md or f"**{name}** (recommended)" in md
-    assert "recommended threshold 0.1" in md and "mined 3 prompts of the mining split (40 labelled mismatches, 7 important)" in md
+    assert (
+        "recommended threshold 0.1" in md
+        and "mined 3 prompts of the mining split (40 labelled mismatches, 7 important)" in md
+    )
     import matplotlib.image as mpimg
 
     for p in PLOTS:
@@ -71,4 +74,6 @@ def test_markdown_table_has_one_row_per_mode_with_deltas():
     assert len(table) == 2 + 6
     row = next(r for r in table if r.startswith("| judge@0.3 "))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "T = 0.3" and cells[2].startswith("50.0") and cells[3] == "-25.0" and cells[4] == "3.20"
+    assert (
+        cells[1] == "T = 0.3" and cells[2].startswith("50.0") and cells[3] == "-25.0" and cells[4] == "3.20"
+    )

@@ -78,22 +78,29 @@ def test_c_level_loop(box):
 
 
 def test_fork_bomb(box):
-    res = run_attack(box, "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n")
+    res = run_attack(
+        box, "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    )
     assert res.results[0].status in ("timeout", "runtime_error", "memory_limit"), res.results[0]
     assert_healthy(box)
 
 
 def test_thread_bomb(box):
-    code = ("import threading, time\nn = 0\nwhile True:\n"
-            "    threading.Thread(target=time.sleep, args=(100,), daemon=True).start()\n    n += 1\n")
+    code = (
+        "import threading, time\nn = 0\nwhile True:\n"
+        "    threading.Thread(target=time.sleep, args=(100,), daemon=True).start()\n    n += 1\n"
+    )
     res = run_attack(box, code)
     assert res.results[0].status in ("runtime_error", "memory_limit", "timeout"), res.results[0]
     assert_healthy(box)
 
 
 def test_memory_bomb(box):
-    res = run_attack(box, "x = []\nwhile True:\n    x.append(bytearray(8 << 20))\n",
-                     [TestCase.stdio("", "unreachable", timeout=15)])
+    res = run_attack(
+        box,
+        "x = []\nwhile True:\n    x.append(bytearray(8 << 20))\n",
+        [TestCase.stdio("", "unreachable", timeout=15)],
+    )
     assert res.results[0].status == "memory_limit", res.results[0]
     assert_healthy(box)
 
@@ -130,13 +137,27 @@ def test_disk_fill(box, where):
 
 
 def test_writes_outside_tmp(box):
-    targets = ["/x", "/etc/x", "/usr/x", "/usr/lib/x", "/var/x", "/root/x", "/home/x", "/dev/x", "/sys/x",
-               "/proc/sys/kernel/hostname", "/usr/bin/python3", "/etc/passwd"]
-    code = (f"import os\nfor p in {targets!r}:\n"
-            "    try:\n        with open(p, 'a') as f:\n            f.write('pwned')\n        print('escaped', p)\n"
-            "    except OSError:\n        pass\n"
-            "try:\n    os.mkdir('/newdir')\n    print('escaped mkdir')\nexcept OSError:\n    pass\n"
-            "print('contained')\n")
+    targets = [
+        "/x",
+        "/etc/x",
+        "/usr/x",
+        "/usr/lib/x",
+        "/var/x",
+        "/root/x",
+        "/home/x",
+        "/dev/x",
+        "/sys/x",
+        "/proc/sys/kernel/hostname",
+        "/usr/bin/python3",
+        "/etc/passwd",
+    ]
+    code = (
+        f"import os\nfor p in {targets!r}:\n"
+        "    try:\n        with open(p, 'a') as f:\n            f.write('pwned')\n        print('escaped', p)\n"
+        "    except OSError:\n        pass\n"
+        "try:\n    os.mkdir('/newdir')\n    print('escaped mkdir')\nexcept OSError:\n    pass\n"
+        "print('contained')\n"
+    )
     res = run_attack(box, code, [TestCase.stdio("", "escaped")])
     assert res.results[0].stdout == "contained\n"
     assert_healthy(box)
@@ -147,11 +168,22 @@ def test_reading_host_files(box):
     with tempfile.NamedTemporaryFile("w", dir="/tmp", prefix="aj-secret-", delete=False) as f:
         f.write(secret)
     readme_line = (REPO / "README.md").read_text().splitlines()[0]
-    paths = [f.name, str(REPO / "README.md"), "/root/.bashrc", "/etc/shadow", "/var/run/docker.sock",
-             "/proc/1/environ", "/proc/1/cmdline", f"/proc/{os.getpid()}/environ", os.path.expanduser("~/.ssh")]
-    code = (f"import os\nfor p in {paths!r}:\n"
-            "    try:\n        print(p, open(p, errors='replace').read()[:300])\n"
-            "    except OSError as e:\n        print(p, 'unreadable', type(e).__name__)\n")
+    paths = [
+        f.name,
+        str(REPO / "README.md"),
+        "/root/.bashrc",
+        "/etc/shadow",
+        "/var/run/docker.sock",
+        "/proc/1/environ",
+        "/proc/1/cmdline",
+        f"/proc/{os.getpid()}/environ",
+        os.path.expanduser("~/.ssh"),
+    ]
+    code = (
+        f"import os\nfor p in {paths!r}:\n"
+        "    try:\n        print(p, open(p, errors='replace').read()[:300])\n"
+        "    except OSError as e:\n        print(p, 'unreadable', type(e).__name__)\n"
+    )
     try:
         res = run_attack(box, code, [TestCase.stdio("", secret)])
     finally:
@@ -182,10 +214,12 @@ def test_network_to_a_host_loopback_listener(box):
     t = threading.Thread(target=accept, daemon=True)
     t.start()
     host_ip = socket.gethostbyname(socket.gethostname())
-    code = (f"import socket\nfor host in ('127.0.0.1', {host_ip!r}, 'localhost', '172.17.0.1'):\n"
-            f"    try:\n        socket.create_connection((host, {port}), timeout=1)\n        print('connected', host)\n"
-            "    except OSError as e:\n        print('refused', host, type(e).__name__)\n"
-            "try:\n    socket.getaddrinfo('pypi.org', 443)\n    print('dns works')\nexcept OSError:\n    print('no dns')\n")
+    code = (
+        f"import socket\nfor host in ('127.0.0.1', {host_ip!r}, 'localhost', '172.17.0.1'):\n"
+        f"    try:\n        socket.create_connection((host, {port}), timeout=1)\n        print('connected', host)\n"
+        "    except OSError as e:\n        print('refused', host, type(e).__name__)\n"
+        "try:\n    socket.getaddrinfo('pypi.org', 443)\n    print('dns works')\nexcept OSError:\n    print('no dns')\n"
+    )
     try:
         res = run_attack(box, code, [TestCase.stdio("", "connected")])
     finally:
@@ -287,8 +321,10 @@ print('tokens', len(tokens), 'fds', reached)
 
 def test_signalling_the_harness(box):
     # the harness is the sandbox's PID 1: signals from inside do not reach it
-    code = ("import os, signal\nfor sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGTERM, signal.SIGINT):\n"
-            "    try:\n        os.kill(os.getppid(), sig)\n    except OSError:\n        pass\nprint('42')\n")
+    code = (
+        "import os, signal\nfor sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGTERM, signal.SIGINT):\n"
+        "    try:\n        os.kill(os.getppid(), sig)\n    except OSError:\n        pass\nprint('42')\n"
+    )
     res = box.run(Program(code, [TestCase.stdio("", "42"), TestCase.stdio("", "42")]))
     assert res.passed and res.error is None, res
     assert_healthy(box)
@@ -308,8 +344,10 @@ def test_a_killed_harness_is_replaced():
 
 
 def test_custom_eq(box):
-    code = ("class Anything:\n    def __eq__(self, o):\n        return True\n    __hash__ = object.__hash__\n"
-            "def solve(x):\n    return Anything()\n")
+    code = (
+        "class Anything:\n    def __eq__(self, o):\n        return True\n    __hash__ = object.__hash__\n"
+        "def solve(x):\n    return Anything()\n"
+    )
     res = run_attack(box, code, [TestCase.call("solve", [1], 2), TestCase.expr("solve(1)", [1, 2])])
     assert all("not plain data" in r.reason for r in res.results)
     assert_healthy(box)

@@ -72,8 +72,26 @@ class Anything:
 
 
 def test_encode_decode_round_trip():
-    values = [None, True, 0, -5, 2**80, -(2**200), 1.5, float("inf"), "s", b"\x00b", bytearray(b"x"), 1 + 2j,
-              [1, [2, (3, 4)]], (1,), (), {1, 2}, frozenset({"a"}), {"k": [1], 2: (3,), (1, 2): None}]
+    values = [
+        None,
+        True,
+        0,
+        -5,
+        2**80,
+        -(2**200),
+        1.5,
+        float("inf"),
+        "s",
+        b"\x00b",
+        bytearray(b"x"),
+        1 + 2j,
+        [1, [2, (3, 4)]],
+        (1,),
+        (),
+        {1, 2},
+        frozenset({"a"}),
+        {"k": [1], 2: (3,), (1, 2): None},
+    ]
     for v in values:
         assert decode(json.loads(json.dumps(encode(v)))) == v
     nan = decode(encode(float("nan")))
@@ -150,8 +168,17 @@ def test_compare_modes():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"$set": 3}, {"$dict": [[1]]}, {"$int": "zz"}, {"$bytes": "!!"}, {"$float": "big"}, {"$what": 1},
-     {"a": 1, "b": 2}, {"$complex": [1]}, {"$opaque": "X"}],
+    [
+        {"$set": 3},
+        {"$dict": [[1]]},
+        {"$int": "zz"},
+        {"$bytes": "!!"},
+        {"$float": "big"},
+        {"$what": 1},
+        {"a": 1, "b": 2},
+        {"$complex": [1]},
+        {"$opaque": "X"},
+    ],
 )
 def test_malformed_values_from_the_sandbox_are_uncomparable(bad):
     with pytest.raises(Uncomparable):
@@ -212,8 +239,14 @@ def test_same_output_for_equivalence():
 # --------------------------------------------------------------------------- protocol and API
 def test_job_carries_no_expected_output():
     secret = "EXPECTED-OUTPUT-0123456789"
-    p = Program("print(1)", [TestCase.stdio("in", secret), TestCase.call("f", [1, (2, 3)], secret),
-                             TestCase.expr("f(1)", {secret: 1})])
+    p = Program(
+        "print(1)",
+        [
+            TestCase.stdio("in", secret),
+            TestCase.call("f", [1, (2, 3)], secret),
+            TestCase.expr("f(1)", {secret: 1}),
+        ],
+    )
     job = build_job(p, Limits(), "tok", kill_all=True, wipe=["/tmp"], workdir="/tmp", nproc=64)
     assert secret.encode() not in job and job.endswith(b"\n") and job.count(b"\n") == 1
     decoded = json.loads(job)
@@ -223,14 +256,14 @@ def test_job_carries_no_expected_output():
 
 def test_collector_ignores_strangers_and_rejects_forgeries():
     c = Collector("tok", 2, 10_000)
-    assert c.feed(b"noise\nothertoken {\"i\": 0}\ntok {\"i\": 0, \"status\": \"ok\"}\ntok {\"i\"")
-    assert c.feed(b": 1}\ntok {\"done\": 2}\n") and c.complete
+    assert c.feed(b'noise\nothertoken {"i": 0}\ntok {"i": 0, "status": "ok"}\ntok {"i"')
+    assert c.feed(b': 1}\ntok {"done": 2}\n') and c.complete
     dup = Collector("tok", 2, 10_000)
-    assert not dup.feed(b"tok {\"i\": 0}\ntok {\"i\": 0}\n") and "test 0" in dup.problem
+    assert not dup.feed(b'tok {"i": 0}\ntok {"i": 0}\n') and "test 0" in dup.problem
     bad = Collector("tok", 1, 10_000)
     assert not bad.feed(b"tok not json\n")
     late = Collector("tok", 1, 10_000)
-    assert not late.feed(b"tok {\"i\": 0}\ntok {\"done\": 1}\ntok {\"i\": 0}\n")
+    assert not late.feed(b'tok {"i": 0}\ntok {"done": 1}\ntok {"i": 0}\n')
     big = Collector("tok", 1, 100)
     assert not big.feed(b"x" * 101) and "more than 100 bytes" in big.problem
 
@@ -256,7 +289,7 @@ def test_testcase_validation():
 
 
 # --------------------------------------------------------------------------- HumanEval / MBPP asserts
-HUMANEVAL_TEST = '''
+HUMANEVAL_TEST = """
 METADATA = {"author": "jt"}
 
 def check(candidate):
@@ -276,7 +309,7 @@ def check(candidate):
     assert candidate([1]) == helper(3)
     for x in range(3):
         assert candidate([x]) == x
-'''
+"""
 
 
 def test_parse_humaneval_asserts():
@@ -299,25 +332,51 @@ def test_parse_humaneval_asserts():
 
 
 def test_parse_mbpp_asserts_finds_the_entry_point():
-    s = parse_asserts(["assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)",
-                       "assert similar_elements((1, 2),(5, 4)) == ()"])
+    s = parse_asserts(
+        [
+            "assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)",
+            "assert similar_elements((1, 2),(5, 4)) == ()",
+        ]
+    )
     assert [(t.expression, t.expected) for t in s.tests] == [
-        ("similar_elements((3, 4, 5, 6), (5, 7, 4, 10))", (4, 5)), ("similar_elements((1, 2), (5, 4))", ())]
+        ("similar_elements((3, 4, 5, 6), (5, 7, 4, 10))", (4, 5)),
+        ("similar_elements((1, 2), (5, 4))", ()),
+    ]
     assert s.setup == "" and not s.unsupported
 
 
 @pytest.mark.parametrize(
     ("src", "value"),
-    [("[1, (2, 3), {4}]", [1, (2, 3), {4}]), ("float('inf')", math.inf), ("-1.5e3", -1500.0), ("2 ** 10", 1024),
-     ("'ab' * 3", "ababab"), ("sorted([3, 1])", [1, 3]), ("math.pi", math.pi), ("{'a': (1,)}", {"a": (1,)}),
-     ("frozenset()", frozenset())],
+    [
+        ("[1, (2, 3), {4}]", [1, (2, 3), {4}]),
+        ("float('inf')", math.inf),
+        ("-1.5e3", -1500.0),
+        ("2 ** 10", 1024),
+        ("'ab' * 3", "ababab"),
+        ("sorted([3, 1])", [1, 3]),
+        ("math.pi", math.pi),
+        ("{'a': (1,)}", {"a": (1,)}),
+        ("frozenset()", frozenset()),
+    ],
 )
 def test_host_value(src, value):
     assert host_value(ast.parse(src, mode="eval").body) == value
 
 
-@pytest.mark.parametrize("src", ["x", "f(1)", "open('/etc/passwd')", "2 ** 10 ** 9", "'a' * 10 ** 9", "[].append(1)",
-                                 "__import__('os')", "'%s' % 1", "range(10 ** 12)"])
+@pytest.mark.parametrize(
+    "src",
+    [
+        "x",
+        "f(1)",
+        "open('/etc/passwd')",
+        "2 ** 10 ** 9",
+        "'a' * 10 ** 9",
+        "[].append(1)",
+        "__import__('os')",
+        "'%s' % 1",
+        "range(10 ** 12)",
+    ],
+)
 def test_host_value_refuses_code(src):
     with pytest.raises(NotHostValue):
         host_value(ast.parse(src, mode="eval").body)

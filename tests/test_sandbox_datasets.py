@@ -40,8 +40,11 @@ def mbpp_programs() -> list[Program]:
     for r in rows:
         suite = parse_asserts(r["test_list"])
         assert not suite.unsupported and len(suite.tests) == len(r["test_list"])
-        out.append(Program(r["code"], suite.tests, setup=r["test_setup_code"] + "\n" + suite.setup,
-                           id=str(r["task_id"])))
+        out.append(
+            Program(
+                r["code"], suite.tests, setup=r["test_setup_code"] + "\n" + suite.setup, id=str(r["task_id"])
+            )
+        )
     return out
 
 
@@ -52,7 +55,9 @@ def test_canonical_solutions_pass_and_wrong_ones_fail(backend):
     with get_sandbox(backend, workers=2, limits=Limits(timeout=20)) as box:
         results = box.run_many(he + mb + bad)
     good, wrong = results[: 2 * N], results[2 * N :]
-    failures = [(r.id, [(t.status, t.reason) for t in r.results if not t.passed][:1]) for r in good if not r.passed]
+    failures = [
+        (r.id, [(t.status, t.reason) for t in r.results if not t.passed][:1]) for r in good if not r.passed
+    ]
     assert not failures
     assert not any(r.passed for r in wrong)
     assert {t.status for r in wrong for t in r.results} <= {"passed", "wrong_answer", "runtime_error"}

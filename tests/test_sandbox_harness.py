@@ -37,8 +37,16 @@ def statuses(res):
 
 def test_stdio_program(box):
     code = "import sys\nn = int(input())\nxs = list(map(int, sys.stdin.readline().split()))\nprint(sum(xs[:n]))\n"
-    res = box.run(Program(code, [TestCase.stdio("2\n1 2 3\n", "3"), TestCase.stdio("3\n1 2 3\n", "5"),
-                                 TestCase.stdio("x\n", "0")]))
+    res = box.run(
+        Program(
+            code,
+            [
+                TestCase.stdio("2\n1 2 3\n", "3"),
+                TestCase.stdio("3\n1 2 3\n", "5"),
+                TestCase.stdio("x\n", "0"),
+            ],
+        )
+    )
     assert statuses(res) == ["passed", "wrong_answer", "runtime_error"]
     assert res.results[1].actual == "6\n" and "line 1" in res.results[1].reason
     assert "ValueError" in res.results[2].reason or "IndexError" in res.results[2].reason
@@ -68,27 +76,33 @@ def test_big_input_and_unicode(box):
 
 def test_call_tests_lcb_style(box):
     code = "class Solution:\n    def twoSum(self, nums, target):\n        return (0, 1) if nums else ()\n"
-    tests = [TestCase.call("twoSum", [[2, 7], 9], [0, 1], compare="lcb"),
-             TestCase.call("twoSum", [[], 9], [], compare="lcb"),
-             TestCase.call("twoSum", [[2, 7], 9], [0, 1]),  # python rule: a tuple is not a list
-             TestCase.call("missing", [], 1)]
+    tests = [
+        TestCase.call("twoSum", [[2, 7], 9], [0, 1], compare="lcb"),
+        TestCase.call("twoSum", [[], 9], [], compare="lcb"),
+        TestCase.call("twoSum", [[2, 7], 9], [0, 1]),  # python rule: a tuple is not a list
+        TestCase.call("missing", [], 1),
+    ]
     res = box.run(Program(code, tests, prelude=LCB_PRELUDE))
     assert statuses(res) == ["passed", "passed", "wrong_answer", "runtime_error"]
     assert "missing" in res.results[3].reason
 
 
 def test_call_and_expr_values(box):
-    code = ("import math\n"
-            "def f(x, *, scale=1):\n    return {'x': x * scale, 't': (x, [x]), 's': {x}}\n"
-            "def g(x):\n    return math.sqrt(x)\n"
-            "def big():\n    return 3 ** 5000\n")
-    tests = [TestCase.call("f", [2], {"x": 2, "t": (2, [2]), "s": {2}}),
-             TestCase.call("f", [2], {"x": 6, "t": (2, [2]), "s": {2}}, kwargs={"scale": 3}),
-             TestCase.call("g", [2], 1.41421356, abs_tol=1e-6),
-             TestCase.expr("candidate(9) + 1", 4.0),
-             TestCase.expr("big()", 3 ** 5000),
-             TestCase.expr("f(", 1),
-             TestCase.call("f", [1])]
+    code = (
+        "import math\n"
+        "def f(x, *, scale=1):\n    return {'x': x * scale, 't': (x, [x]), 's': {x}}\n"
+        "def g(x):\n    return math.sqrt(x)\n"
+        "def big():\n    return 3 ** 5000\n"
+    )
+    tests = [
+        TestCase.call("f", [2], {"x": 2, "t": (2, [2]), "s": {2}}),
+        TestCase.call("f", [2], {"x": 6, "t": (2, [2]), "s": {2}}, kwargs={"scale": 3}),
+        TestCase.call("g", [2], 1.41421356, abs_tol=1e-6),
+        TestCase.expr("candidate(9) + 1", 4.0),
+        TestCase.expr("big()", 3**5000),
+        TestCase.expr("f(", 1),
+        TestCase.call("f", [1]),
+    ]
     res = box.run(Program(code, tests, setup="candidate = g\n"))
     assert statuses(res) == ["passed", "passed", "passed", "passed", "passed", "compile_error", "ran"]
     assert res.results[6].value == {"$dict": [["x", 1], ["t", {"$tuple": [1, [1]]}], ["s", {"$set": [1]}]]}
@@ -102,14 +116,21 @@ def test_compile_error_and_prints_in_call_tests(box):
 
 
 def test_custom_eq_cannot_pass(box):
-    code = ("class Anything:\n    def __eq__(self, o):\n        return True\n    def __ne__(self, o):\n        return False\n"
-            "class EvilInt(int):\n    def __eq__(self, o):\n        return True\n    __hash__ = int.__hash__\n"
-            "class EvilStr(str):\n    def __eq__(self, o):\n        return True\n    __hash__ = str.__hash__\n"
-            "def f():\n    return Anything()\n"
-            "def g():\n    return EvilInt(3)\n"
-            "def h():\n    return [EvilStr('no')]\n")
-    tests = [TestCase.call("f", [], 5), TestCase.call("g", [], 5), TestCase.call("h", [], ["yes"]),
-             TestCase.expr("candidate()", 5), TestCase.call("f", [], True, compare="truthy")]
+    code = (
+        "class Anything:\n    def __eq__(self, o):\n        return True\n    def __ne__(self, o):\n        return False\n"
+        "class EvilInt(int):\n    def __eq__(self, o):\n        return True\n    __hash__ = int.__hash__\n"
+        "class EvilStr(str):\n    def __eq__(self, o):\n        return True\n    __hash__ = str.__hash__\n"
+        "def f():\n    return Anything()\n"
+        "def g():\n    return EvilInt(3)\n"
+        "def h():\n    return [EvilStr('no')]\n"
+    )
+    tests = [
+        TestCase.call("f", [], 5),
+        TestCase.call("g", [], 5),
+        TestCase.call("h", [], ["yes"]),
+        TestCase.expr("candidate()", 5),
+        TestCase.call("f", [], True, compare="truthy"),
+    ]
     res = box.run(Program(code, tests, setup="candidate = f"))
     assert statuses(res) == ["wrong_answer"] * 5
     assert "not plain data" in res.results[0].reason and "got '3'" in res.results[1].reason
@@ -117,14 +138,22 @@ def test_custom_eq_cannot_pass(box):
 
 def test_skip_after_timeout_and_run_all(box):
     code = "import time\nif input() == 'slow':\n    time.sleep(60)\nprint('ok')\n"
-    tests = [TestCase.stdio("fast", "ok"), TestCase.stdio("slow", "ok", timeout=1), TestCase.stdio("fast", "ok")]
+    tests = [
+        TestCase.stdio("fast", "ok"),
+        TestCase.stdio("slow", "ok", timeout=1),
+        TestCase.stdio("fast", "ok"),
+    ]
     res = box.run(Program(code, tests))
     assert statuses(res) == ["passed", "timeout", "skipped"]
     assert "1 s" in res.results[1].reason
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        box_all = get_sandbox(box.name, workers=1, limits=Limits(timeout=3, stop_after_timeouts=None),
-                              **({"quiet": True} if box.name == "unsafe-local" else {}))
+        box_all = get_sandbox(
+            box.name,
+            workers=1,
+            limits=Limits(timeout=3, stop_after_timeouts=None),
+            **({"quiet": True} if box.name == "unsafe-local" else {}),
+        )
     try:
         res = box_all.run(Program(code, tests))
         assert statuses(res) == ["passed", "timeout", "passed"]
@@ -133,7 +162,9 @@ def test_skip_after_timeout_and_run_all(box):
 
 
 def test_run_many_keeps_order(box):
-    programs = [Program(f"print({i} * int(input()))", [TestCase.stdio("2", str(2 * i))], id=str(i)) for i in range(12)]
+    programs = [
+        Program(f"print({i} * int(input()))", [TestCase.stdio("2", str(2 * i))], id=str(i)) for i in range(12)
+    ]
     seen = []
     res = box.run_many(programs, progress=lambda done, total: seen.append((done, total)))
     assert [r.id for r in res] == [str(i) for i in range(12)] and all(r.passed for r in res)

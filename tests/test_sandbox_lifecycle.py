@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -67,8 +68,12 @@ def owner_script(backend: str, mode: str, body: str) -> str:
 
 
 def start_owner(backend: str, mode: str, body: str = "time.sleep(120)\n") -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-c", owner_script(backend, mode, body)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", owner_script(backend, mode, body)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = p.stdout.readline()  # type: ignore[union-attr]
     assert line.startswith("ready"), (line, p.stderr.read() if p.poll() is not None else "")  # type: ignore[union-attr]
     p.slot_uids = {int(u) for u in line.split()[1:] if u.isdigit()}  # type: ignore[attr-defined]
@@ -132,7 +137,9 @@ def test_docker_crash_leaves_nothing_behind():
     assert len(labelled(api, **{"autojudge.sandbox.pid": pid})) == 2
     p.kill()
     p.wait()
-    assert wait_until(lambda: not labelled(api, **{"autojudge.sandbox.pid": pid})), "containers outlived their owner"
+    assert wait_until(lambda: not labelled(api, **{"autojudge.sandbox.pid": pid})), (
+        "containers outlived their owner"
+    )
     # exec: keep-alive containers stay until a new pool reaps them (their owner is dead)
     p = start_owner("docker", "exec")
     pid = str(p.pid)
@@ -163,6 +170,23 @@ def test_docker_idle_containers_exit_and_are_replaced():
         assert box.run(OK).passed  # a new container
 
 
+def test_docker_warm_container_outlives_the_thread_that_started_it():
+    # no thread affinity here (containers belong to the daemon, tied to the owner *process* by its
+    # labels); kept beside the bubblewrap test of the same promise
+    with get_sandbox("docker", workers=1, limits=LIMITS) as box:
+        results = []
+        t = threading.Thread(target=lambda: results.append(box.run(OK)))
+        t.start()
+        t.join()
+        assert results[0].passed, results[0].error
+        (slot,) = box._all
+        cid = slot.cid
+        time.sleep(0.5)
+        r = box.run(OK)
+        assert r.passed, r.error
+        assert slot.cid == cid
+
+
 # --------------------------------------------------------------------------- bubblewrap clean-up
 def sandbox_processes(uids: set[int]) -> set[tuple[int, str]]:
     """(pid, start time) of the host's processes owned by ``uids``."""
@@ -188,8 +212,12 @@ def test_bwrap_close_and_crash_leave_no_process():
     box = get_sandbox("bwrap", workers=2, limits=LIMITS)
     box.warmup()
     uids = {s.uid for s in box._all if s.uid is not None}
-    assert box.run(Program("import os\nif os.fork() == 0:\n    import time; time.sleep(60)\nprint(1)",
-                           [TestCase.stdio("", "1")])).passed
+    assert box.run(
+        Program(
+            "import os\nif os.fork() == 0:\n    import time; time.sleep(60)\nprint(1)",
+            [TestCase.stdio("", "1")],
+        )
+    ).passed
     root = os.geteuid() == 0
     if root:
         procs = sandbox_processes(uids)
@@ -209,6 +237,110 @@ def test_bwrap_close_and_crash_leave_no_process():
         assert wait_until(lambda: not still_there(procs), 10)
 
 
+def descendants(pid: int) -> set[tuple[int, str]]:
+    """(pid, state) of the live (not zombie) processes below ``pid``."""
+    parent: dict[int, int] = {}
+    state: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            parent[int(d.name)], state[int(d.name)] = int(fields[1]), fields[0]
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        for child, par in parent.items():
+            if par == p and state[child] != "Z":
+                out.add((child, state[child]))
+                todo.append(child)
+    return out
+
+
+def test_bwrap_warm_worker_outlives_the_thread_that_started_it():
+    # bwrap --die-with-parent follows the *thread* that started it (PR_SET_PDEATHSIG): a caller's
+    # thread that exits must not take the slot's warm harness with it (`run` is safe from any thread)
+    with get_sandbox("bwrap", workers=1, limits=LIMITS) as box:
+        results = []
+        t = threading.Thread(target=lambda: results.append(box.run(OK)))
+        t.start()
+        t.join()
+        assert results[0].passed, results[0].error
+        (slot,) = box._all
+        pid = slot.session.p.pid
+        time.sleep(0.5)  # the parent-death signal, if any, has arrived by now
+        assert slot.session is not None and slot.session.p.poll() is None, (
+            "the warm harness died with its thread"
+        )
+        r = box.run(OK)
+        assert r.passed, r.error
+        assert slot.session.p.pid == pid  # the same warm harness, not a new one
+    with get_sandbox("bwrap", workers=2, limits=LIMITS) as box:
+        box.warmup()  # starts the slots from a thread pool that is gone when it returns
+        time.sleep(0.5)
+        assert all(s.session.p.poll() is None for s in box._all)
+        pids = {s.session.p.pid for s in box._all}
+        assert all(r.passed for r in box.run_many([OK] * 4))
+        assert {s.session.p.pid for s in box._all} == pids
+
+
+def test_bwrap_workers_started_by_any_thread_die_with_the_process():
+    body = """
+        import threading
+        box.close()
+        box = get_sandbox("bwrap", workers=2, limits=Limits(timeout=30))
+        slow = Program("import time; time.sleep(0.5); print(1)", [TestCase.stdio("", "1")])
+        ts = [threading.Thread(target=box.run, args=(slow,)) for _ in range(2)]  # each starts a slot
+        for t in ts: t.start()
+        for t in ts: t.join()
+        print("pids", *[s.session.p.pid for s in box._all if s.session], flush=True)
+        time.sleep(120)
+    """
+    p = start_owner("bwrap", "persistent", body)
+    try:
+        pids = {int(x) for x in p.stdout.readline().split()[1:]}  # type: ignore[union-attr]
+        assert len(pids) == 2
+        time.sleep(0.5)
+        workers = descendants(p.pid)
+        assert pids <= {pid for pid, _ in workers}, (pids, workers)  # alive, their harnesses too
+        assert len(workers) >= 4, workers
+    finally:
+        p.kill()
+        p.wait()
+    assert wait_until(
+        lambda: (
+            not {pid for pid, _ in workers}
+            & {int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()}
+        ),
+        10,
+    ), workers
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandbox uids are leased only when running as root")
+def test_bwrap_uid_lease_kills_a_dead_owners_leftovers(tmp_path, monkeypatch):
+    # bwrap binds a sandbox to its own life only once it has made it: a bwrap killed just then (its
+    # owner killed mid-start) leaves the sandbox's first process waiting forever, as the slot's uid
+    from autojudge.sandbox import bwrap_backend
+
+    monkeypatch.setattr(bwrap_backend, "LEASE_DIR", tmp_path)
+    monkeypatch.setattr(bwrap_backend, "UID_BASE", 63900)  # clear of the uids other tests lease
+    uid = next(u for u in range(63900, 64900) if not bwrap_backend._uid_taken(u))
+    stale = subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sleep", "60"])
+    try:
+        assert wait_until(lambda: bwrap_backend.uid_processes(uid) == [stale.pid], 10)
+        leased, lock = bwrap_backend.lease_uid()
+        try:
+            assert leased == uid
+            assert stale.wait(timeout=10) == -signal.SIGKILL
+            assert bwrap_backend.uid_processes(uid) == []
+        finally:
+            lock.close()
+    finally:
+        stale.kill()
+        stale.wait()
+
+
 # --------------------------------------------------------------------------- aj sandbox
 def test_aj_sandbox_commands():
     from autojudge.cli import main as aj_main
@@ -223,7 +355,7 @@ def test_aj_sandbox_commands():
     assert "passed" in by["docker"]["details"]["test program"]
     res = runner.invoke(cli, ["sandbox", "build", "--json"])  # idempotent: both exist already
     assert res.exit_code == 0, res.output
-    report = json.loads(res.output[res.output.index("{"):])
+    report = json.loads(res.output[res.output.index("{") :])
     assert report["docker"] == "exists" and report["rootfs"] == "exists"
     res = runner.invoke(cli, ["sandbox", "reap"])
     assert res.exit_code == 0 and "removed" in res.output
@@ -237,7 +369,15 @@ def test_aj_sandbox_run(tmp_path):
     (tmp_path / "in1").write_text("1 2\n")
     (tmp_path / "out1").write_text("3\n")
     (tmp_path / "out2").write_text("4\n")
-    base = ["sandbox", "run", str(tmp_path / "sol.py"), "--input", str(tmp_path / "in1"), "--sandbox", "bwrap"]
+    base = [
+        "sandbox",
+        "run",
+        str(tmp_path / "sol.py"),
+        "--input",
+        str(tmp_path / "in1"),
+        "--sandbox",
+        "bwrap",
+    ]
     res = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "out1")])
     assert res.exit_code == 0 and "test 1: passed" in res.output, res.output
     res = CliRunner().invoke(cli, [*base, "--expected", str(tmp_path / "out2"), "--json"])

@@ -23,6 +23,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 K, N = 4, 40
 
 
+def vllm_judge(venv, path, threshold=None):
+    """A judge artifact loaded the way ``aj decode/serve --backend vllm`` load it: against vLLM's model fingerprints."""
+    fp = venv.fingerprints()
+    return load_judge_spec(str(path), target=fp["target"], draft=fp["draft"], threshold=threshold)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     require_vllm()  # fails with the install hint when vLLM is missing
@@ -56,7 +62,9 @@ def test_lossless_and_never_accept_equal_plain_greedy(setup):
     assert never[0].metrics.num_judge_accepted == 0
     assert never[0].metrics.num_mismatches_reached > 0  # the judge was asked, and refused
     # a trained artifact at threshold 0 is lossless too
-    zero = venv.generate(prompts, mode="judge", judge=str(setup["artifact"]), threshold=0.0, max_new_tokens=N)
+    zero = venv.generate(
+        prompts, mode="judge", judge=vllm_judge(venv, setup["artifact"], 0.0), max_new_tokens=N
+    )
     assert [r.tokens for r in zero] == greedy
 
 
@@ -64,7 +72,7 @@ def test_judged_output_equals_the_transformers_engine(setup):
     venv, ours, prompts = setup["vllm"], setup["ours"], setup["prompts"]
     judge = load_judge_spec(str(setup["artifact"]), target=setup["target"], draft=setup["draft"])
     ref = [ours.generate(p, mode="judge", judge=judge, k=K, max_new_tokens=N) for p in prompts]
-    got = venv.generate(prompts, mode="judge", judge=str(setup["artifact"]), max_new_tokens=N)
+    got = venv.generate(prompts, mode="judge", judge=vllm_judge(venv, setup["artifact"]), max_new_tokens=N)
     for r, g in zip(ref, got, strict=True):
         assert g.tokens == r.tokens, f"vLLM {g.text!r} != engine {r.text!r}"
         assert g.finish_reason == r.finish_reason
@@ -76,13 +84,18 @@ def test_judged_output_equals_the_transformers_engine(setup):
     greedy = venv.generate(prompts, mode="sd", max_new_tokens=N)
     assert [g.tokens for g in got] != [s.tokens for s in greedy]
     # one prompt alone gives what it gave inside the batch (continuous batching does not change decisions)
-    alone = venv.generate(prompts[2], mode="judge", judge=str(setup["artifact"]), max_new_tokens=N)
+    alone = venv.generate(
+        prompts[2], mode="judge", judge=vllm_judge(venv, setup["artifact"]), max_new_tokens=N
+    )
     assert alone[0].tokens == got[2].tokens
 
 
 def test_topk_baseline_equals_engine_and_dd_judges_are_refused(setup, tmp_path):
     venv, ours, prompts = setup["vllm"], setup["ours"], setup["prompts"][:2]
-    ref = [ours.generate(p, mode="judge", judge=load_judge_spec("topk:3"), k=K, max_new_tokens=N).tokens for p in prompts]
+    ref = [
+        ours.generate(p, mode="judge", judge=load_judge_spec("topk:3"), k=K, max_new_tokens=N).tokens
+        for p in prompts
+    ]
     got = venv.generate(prompts, mode="judge", judge="topk:3", max_new_tokens=N)
     assert [g.tokens for g in got] == ref
     target, draft = setup["target"], setup["draft"]
@@ -91,7 +104,7 @@ def test_topk_baseline_equals_engine_and_dd_judges_are_refused(setup, tmp_path):
         0.0, ["dd", "dt"], threshold=0.5, draft=draft.fingerprint(), target=target.fingerprint(),
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"'dd\+dt'.*supports 'dt', 'dt\+x'"):
-        venv.generate(prompts, mode="judge", judge=str(dd), max_new_tokens=4)
+        venv.generate(prompts, mode="judge", judge=vllm_judge(venv, dd), max_new_tokens=4)
 
 
 def test_sampling_requests_stay_lossless(setup):
@@ -104,7 +117,7 @@ def test_sampling_requests_stay_lossless(setup):
 
     venv, prompts = setup["vllm"], setup["prompts"][:2]
     llm = venv.llm("spec")
-    venv.install(venv.judge_config("always"))
+    venv.install(venv.judge_description("always"))
     ids = [venv.encode(p) for p in prompts]
     sampled = SamplingParams(temperature=1.0, seed=7, max_tokens=6)
     greedy = SamplingParams(temperature=0.0, max_tokens=16)
@@ -114,7 +127,9 @@ def test_sampling_requests_stay_lossless(setup):
     assert alone["num_verify_steps"] > before["num_verify_steps"]  # the sampled request was verified ...
     assert alone["num_judge_accepted"] == before["num_judge_accepted"]  # ... never with judge accepts
     assert alone["num_mismatches_reached"] == before["num_mismatches_reached"]
-    outs = llm.generate([{"prompt_token_ids": ids[0]}, {"prompt_token_ids": ids[1]}], [greedy, sampled], use_tqdm=False)
+    outs = llm.generate(
+        [{"prompt_token_ids": ids[0]}, {"prompt_token_ids": ids[1]}], [greedy, sampled], use_tqdm=False
+    )
     mixed = venv.judge_stats()
     assert mixed["num_judge_accepted"] > alone["num_judge_accepted"]  # the greedy request got judge accepts
     # with `always`, the greedy request's output is the draft's own greedy proposals + one target token per cycle
@@ -136,7 +151,9 @@ def test_aj_decode_backend_vllm(setup):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     judge = load_judge_spec(str(setup["artifact"]), target=target, draft=setup["draft"])
-    ref = ours.generate(chat(target.tokenizer, QUESTIONS[1]), mode="judge", judge=judge, k=K, max_new_tokens=24)
+    ref = ours.generate(
+        chat(target.tokenizer, QUESTIONS[1]), mode="judge", judge=judge, k=K, max_new_tokens=24
+    )
     assert out["tokens"] == ref.tokens
     assert out["judge"]["blocks"] == ["dt", "x"]
     assert out["metrics"]["num_drafts"] > 0 and out["metrics"]["mean_acceptance_length"] > 1.0

@@ -41,7 +41,9 @@ def naive(judge, draft, logits, hidden, num_draft, eligible):
             if d == g:
                 kept += 1
                 continue
-            feats = MismatchFeatures(draft[i : i + 1].long(), logits[i : i + 1].argmax(-1), logits[i : i + 1], hidden[i : i + 1])
+            feats = MismatchFeatures(
+                draft[i : i + 1].long(), logits[i : i + 1].argmax(-1), logits[i : i + 1], hidden[i : i + 1]
+            )
             if bool(eligible[r]) and bool(judge.accept(feats)[0]) and torch.isfinite(logits[i, d]):
                 kept += 1
                 judged += 1
@@ -68,9 +70,13 @@ def greedy_kernel(processed, draft, num_draft):
 def test_judge_step_matches_the_engine_rule(seed):
     num_draft = [3, 0, 5, 2, 4]
     draft, logits, hidden, cu = make_batch(num_draft, seed)
-    judge = LinearJudge({"dt": torch.randn(H, generator=torch.Generator().manual_seed(seed + 10))}, 0.0, 0.5, ("dt",))
+    judge = LinearJudge(
+        {"dt": torch.randn(H, generator=torch.Generator().manual_seed(seed + 10))}, 0.0, 0.5, ("dt",)
+    )
     eligible = torch.tensor([True, True, True, False, True])
-    logits[1, int(draft[1])] = float("-inf")  # a forbidden draft token (bad words, allowed ids...) is never accepted
+    logits[1, int(draft[1])] = float(
+        "-inf"
+    )  # a forbidden draft token (bad words, allowed ids...) is never accepted
     ref = naive(judge, draft, logits, hidden, num_draft, eligible)
     dec = judge_step(
         judge, draft_tokens=draft, raw_logits=logits, processed_logits=logits.clone(), target_hidden=hidden,
@@ -138,30 +144,50 @@ def test_missing_vllm_gives_an_install_hint(monkeypatch):
 
 
 def test_engine_style_metrics_are_rebuilt_from_per_position_counts():
-    from autojudge.core.backends.vllm.engine import VLLMMetrics, generation_metrics
+    from autojudge.core.metrics import GenerationMetrics
 
     # 5 verifications: accepted lengths {0, 1, 1, 2, 3} -> position counts [4, 2, 1]
-    m = VLLMMetrics(num_drafts=5, num_draft_tokens=15, num_accepted_tokens=7, accepted_per_position=[4, 2, 1],
-                    num_output_tokens=13, wall_time=2.0)  # fmt: skip
-    g = generation_metrics(m, k=3)
+    m = GenerationMetrics(num_drafts=5, num_draft_tokens=15, num_accepted_tokens=7, accepted_per_position=[4, 2, 1],
+                          num_output_tokens=13, wall_time=2.0)  # fmt: skip
+    g = m.with_cycles(k=3)
     assert sorted(g.accepted_per_cycle) == [0, 1, 1, 2, 3]
     assert sum(g.accepted_per_cycle) == m.num_accepted_tokens
     assert g.mean_acceptance_length == m.mean_acceptance_length == 12 / 5
     assert g.acceptance_histogram() == [1, 2, 1, 1]
 
 
-def test_engine_judges_map_to_vllm_specs(tmp_path):
-    from autojudge.core.backends.vllm.engine import judge_spec_of
+def test_engine_judges_reach_vllm_workers_as_descriptions():
+    """A judge travels as its JSON description; the worker rebuilds an equal judge through the registry."""
+    import json
+
+    from autojudge.core.backends.vllm.worker import build_judge
     from autojudge.core.judge import ProbThresholdJudge, TopKJudge
 
-    assert judge_spec_of(NeverAccept()) == "never" and judge_spec_of(AlwaysAccept()) == "always"
-    assert judge_spec_of(TopKJudge(3)) == "topk:3" and judge_spec_of(ProbThresholdJudge(0.2)) == "prob:0.2"
-    lin = LinearJudge({"dt": torch.zeros(H)}, 0.0, 0.25, ("dt",))
-    assert judge_spec_of(lin, tmp_path / "j.safetensors") == {
-        "spec": str(tmp_path / "j.safetensors"), "threshold": 0.25, "target_fingerprint": None, "draft_fingerprint": None,
-    }  # fmt: skip
-    with pytest.raises(ValueError, match="artifact"):
-        judge_spec_of(lin)
+    lin = LinearJudge({"dt": torch.randn(H), "x": torch.randn(3)}, 0.3, 0.25, ("dt", "x"))
+    draft, logits, hidden, _ = make_batch([4, 3])
+    feats = MismatchFeatures(draft.long(), logits.argmax(-1), logits, hidden)
+    for judge in (NeverAccept(), AlwaysAccept(), TopKJudge(3), ProbThresholdJudge(0.2), lin):
+        description = json.loads(
+            json.dumps(judge.describe())
+        )  # what collective_rpc and $AUTOJUDGE_VLLM_JUDGE carry
+        rebuilt = build_judge(description)
+        assert type(rebuilt) is type(judge) and rebuilt.describe() == judge.describe()
+        assert torch.equal(rebuilt.p_important(feats), judge.p_important(feats))  # float32 weights: exact
+    assert TopKJudge(3).describe() == {"kind": "topk", "name": "top_k", "k": 3, "threshold": 0.5}
+    assert ProbThresholdJudge(0.2).describe() == {
+        "kind": "prob",
+        "name": "prob",
+        "p_min": 0.2,
+        "threshold": 0.5,
+    }
+    assert lin.summary() == {"kind": "linear", "name": "linear", "blocks": ["dt", "x"], "bias": 0.3,
+                             "threshold": 0.25, "block_dims": {"dt": H, "x": 3}}  # fmt: skip
+    with pytest.raises(ValueError, match="unknown kind 'nope'.*topk"):
+        build_judge({"kind": "nope", "threshold": 0.5})
+    with pytest.raises(ValueError, match="bad 'linear' judge description.*bias"):
+        build_judge({**lin.describe(), "bias": float("nan")})
+    with pytest.raises(ValueError, match="threshold"):
+        build_judge({**TopKJudge(3).describe(), "threshold": 2})
 
 
 def test_dd_judges_are_refused_for_vllm(tmp_path):
@@ -175,3 +201,37 @@ def test_dd_judges_are_refused_for_vllm(tmp_path):
         with pytest.raises(ValueError, match="--features dt"):
             RunConfig(task="gsm8k", out=tmp_path, backend="vllm", features=features)
     assert RunConfig(task="gsm8k", out=tmp_path, backend="vllm", features="dt+x").backend == "vllm"
+
+
+def test_serve_passes_the_judge_description_inline_or_as_a_file(tmp_path, monkeypatch):
+    """``aj serve`` puts the description in $AUTOJUDGE_VLLM_JUDGE (a file's path when large); workers read either."""
+    from autojudge.cli.serve_cmd import MAX_INLINE_JUDGE, judge_env_value
+    from autojudge.core.backends.vllm.plugin import ENV_JUDGE, _judge_summary, judge_description_from_env
+    from autojudge.core.backends.vllm.worker import build_judge
+    from autojudge.core.judge import TopKJudge
+
+    monkeypatch.setenv("AJ_CACHE_DIR", str(tmp_path / "cache"))
+    small = {**TopKJudge(3).describe(), "spec": "topk:3"}
+    big_judge = LinearJudge({"dt": torch.randn(2048), "x": torch.randn(3)}, -0.5, 0.4, ("dt", "x"))
+    big = {**big_judge.describe(), "spec": "/abs/judge.safetensors"}
+    inline, path = judge_env_value(small), judge_env_value(big)
+    assert inline.startswith("{") and len(inline) <= MAX_INLINE_JUDGE
+    assert not path.startswith("{") and path.startswith(str(tmp_path / "cache" / "serve"))
+    assert judge_env_value(big) == path  # one file per distinct description
+    for value, description in ((inline, small), (path, big)):
+        monkeypatch.setenv(ENV_JUDGE, value)
+        assert judge_description_from_env() == description
+        assert build_judge(judge_description_from_env()).describe() == {
+            k: v for k, v in description.items() if k != "spec"
+        }
+    summary = _judge_summary(path)  # what GET /autojudge/metrics shows: no weights
+    assert summary["spec"] == "/abs/judge.safetensors" and summary["block_dims"] == {"dt": 2048, "x": 3}
+    assert "weights" not in summary
+    monkeypatch.setenv(ENV_JUDGE, str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match="cannot read"):
+        judge_description_from_env()
+    monkeypatch.setenv(ENV_JUDGE, '{"spec": "topk:3"}')
+    with pytest.raises(ValueError, match="'kind'"):
+        judge_description_from_env()
+    monkeypatch.delenv(ENV_JUDGE)
+    assert judge_description_from_env() is None

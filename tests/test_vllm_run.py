@@ -30,7 +30,9 @@ def test_aj_run_backend_vllm_equals_transformers(tmp_path):
         val_thresholds=(), top_k=(4,), features="dt+x", progress=False,
     )  # fmt: skip
     hf = run_pipeline(RunConfig(out=tmp_path / "hf", **common))
-    vl = run_pipeline(RunConfig(out=tmp_path / "vllm", backend="vllm", mined=tmp_path / "hf" / "mined", **common))
+    vl = run_pipeline(
+        RunConfig(out=tmp_path / "vllm", backend="vllm", mined=tmp_path / "hf" / "mined", **common)
+    )
 
     assert vl["training"]["n_labels"] == hf["training"]["n_labels"] > 0
     modes = {"ar", "sd", "judge@0.3", "topk:4"}

@@ -21,7 +21,7 @@ import pytest
 from vllm_helpers import QUESTIONS, chat, linear_judge_artifact, save_layer_dropped_draft
 
 from autojudge.core.backends.vllm import require_vllm
-from autojudge.core.compare.llm import LLMEquivalenceChecker, OpenAIChatJudge, ReplyCache
+from autojudge.core.compare.llm import LLMEquivalenceChecker, OpenAIChatComparer, ReplyCache
 from autojudge.core.engine import SpeculativeEngine
 from autojudge.core.models import load_model
 from autojudge.judges.spec import load_judge_spec
@@ -71,7 +71,11 @@ def test_aj_serve_answers_with_the_judge(tmp_path):
     artifact = linear_judge_artifact(tmp_path / "judge.safetensors", target, draft)
     ids = target.tokenizer(chat(target.tokenizer, QUESTIONS[2]), add_special_tokens=False)["input_ids"]
     ref = SpeculativeEngine(target.model, draft.model, target.tokenizer).generate(
-        ids, mode="judge", judge=load_judge_spec(str(artifact), target=target, draft=draft), k=K, max_new_tokens=N
+        ids,
+        mode="judge",
+        judge=load_judge_spec(str(artifact), target=target, draft=draft),
+        k=K,
+        max_new_tokens=N,
     )
     assert ref.metrics.num_judge_accepted > 0
 
@@ -93,7 +97,9 @@ def test_aj_serve_answers_with_the_judge(tmp_path):
                     break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, f"no answer in {START_TIMEOUT}s: {(tmp_path / 'serve.log').read_text()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"no answer in {START_TIMEOUT}s: {(tmp_path / 'serve.log').read_text()[-3000:]}"
+            )
             time.sleep(2)
         status, res = http(base + "/v1/completions", {
             "model": "smollm2-135m-instruct", "prompt": ids, "max_tokens": N, "temperature": 0,
@@ -115,15 +121,18 @@ def test_aj_serve_answers_with_the_judge(tmp_path):
                                                      "temperature": 1.0, "seed": 3})  # fmt: skip
         assert status == 200
         assert http(base + "/autojudge/metrics")[1]["num_judge_accepted"] == judged
-        # the LLM-judge equivalence checker (issue 10) speaks to a real vLLM OpenAI server
-        backend = OpenAIChatJudge(base + "/v1", "smollm2-135m-instruct", timeout=300, max_retries=1)
+        # the LLM answer-comparison checker (issue 10) speaks to a real vLLM OpenAI server
+        backend = OpenAIChatComparer(base + "/v1", "smollm2-135m-instruct", timeout=300, max_retries=1)
         cache = ReplyCache(tmp_path / "judge-cache.sqlite3")
         checker = LLMEquivalenceChecker(backend, cache=cache)
-        result = checker.judge("What is 2 + 3?", "2 + 3 = 5. The answer is 5.", "The answer is 6.")
+        result = checker.check("What is 2 + 3?", "2 + 3 = 5. The answer is 5.", "The answer is 6.")
         assert len(result.votes) == 2 and len(result.replies) == 2 and all(r.strip() for r in result.replies)
         assert result.cached == 0 and checker.stats.as_dict()["backend_calls"] == 2
         again = LLMEquivalenceChecker(backend, cache=ReplyCache(tmp_path / "judge-cache.sqlite3"))
-        assert again.judge("What is 2 + 3?", "2 + 3 = 5. The answer is 5.", "The answer is 6.").replies == result.replies
+        assert (
+            again.check("What is 2 + 3?", "2 + 3 = 5. The answer is 5.", "The answer is 6.").replies
+            == result.replies
+        )
         assert again.stats.as_dict()["backend_calls"] == 0
     finally:
         if proc.poll() is None:

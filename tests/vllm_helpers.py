@@ -18,7 +18,9 @@ QUESTIONS = [
 
 
 def chat(tok, text: str) -> str:
-    return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    return tok.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def save_layer_dropped_draft(out: Path, layers: int = 24) -> Path:
@@ -32,5 +34,10 @@ def save_layer_dropped_draft(out: Path, layers: int = 24) -> Path:
 def linear_judge_artifact(path: Path, target, draft) -> Path:
     """A ``dt+x`` judge that accepts some mismatches: mostly "accept when p_draft > ~0.17", plus a random dt term."""
     g = torch.Generator().manual_seed(0)
-    weights = {"dt": torch.randn(target.hidden_size, generator=g) * 0.05, "x": torch.tensor([-12.0, 0.3, 0.0])}
-    return save_judge(path, weights, 2.0, ["dt", "x"], threshold=0.5, draft=draft.fingerprint(), target=target.fingerprint())
+    weights = {
+        "dt": torch.randn(target.hidden_size, generator=g) * 0.05,
+        "x": torch.tensor([-12.0, 0.3, 0.0]),
+    }
+    return save_judge(
+        path, weights, 2.0, ["dt", "x"], threshold=0.5, draft=draft.fingerprint(), target=target.fingerprint()
+    )

@@ -3,7 +3,9 @@
 The pool is created lazily on the first check that needs SymPy (plain-number
 pairs are decided in-process by the fast path, see
 :mod:`autojudge.core.compare.math_verify`), and is shared by every math task in
-the process. Mining may hand in its own pool with :func:`set_check_pool`.
+the process. A caller may hand in its own pool with :func:`set_check_pool`
+(``bench/bench_math_equivalence.py`` does). :class:`MathVerifyComparer` is the
+:class:`~autojudge.core.compare.Comparer` face of :func:`check_equivalent`.
 
 Configuration (read when the pool is created):
 
@@ -28,7 +30,9 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import ClassVar
 
+from autojudge.core.compare import Pair
 from autojudge.core.compare.math_verify import (
     correct_answer,
     equivalent_answers,
@@ -40,6 +44,7 @@ from autojudge.core.compare.pool import CheckOutcome, CheckPool, PoolBrokenError
 
 __all__ = [
     "CHECK_WORKERS_ENV",
+    "MathVerifyComparer",
     "check_correct",
     "check_equivalent",
     "close_check_pool",
@@ -166,3 +171,21 @@ def check_correct(
     """Correctness of every ``(answer, reference)`` pair, checked concurrently; outcomes in input order."""
     futures = [submit_correct(a, r, numeric=numeric, timeout=timeout) for a, r in pairs]
     return [f.result() for f in futures]
+
+
+class MathVerifyComparer:
+    """The math-verify :class:`~autojudge.core.compare.Comparer` (``"math-verify"``): :func:`check_equivalent` on pairs.
+
+    ``numeric``: reduce answers to plain numbers first (GSM8K); ``timeout``: seconds per
+    check in the shared pool. The example of a pair is not used. Plain attributes: pickles.
+    """
+
+    name: ClassVar[str] = "math-verify"
+
+    def __init__(self, *, numeric: bool = False, timeout: float | None = 5.0) -> None:
+        self.numeric = bool(numeric)
+        self.timeout = timeout
+
+    def compare_many(self, pairs: Sequence[Pair]) -> list[CheckOutcome]:
+        """Equivalence of every ``(a, b, example)``, concurrently, with timeout flags; input order."""
+        return check_equivalent([(a, b) for a, b, _ in pairs], numeric=self.numeric, timeout=self.timeout)

@@ -12,7 +12,9 @@ Rules:
   extractors; if that yields nothing, the bare text is parsed.
 * ``numeric=True`` (GSM8K) first reduces an answer to a plain number where it can:
   drops ``$``/``\\$``, ``%``, ``\\text{...}`` units and trailing unit words, and
-  thousands separators (``1,000`` -> ``1000``). GSM8K gold answers are plain
+  thousands separators (``1,000`` -> ``1000``), and writes scientific notation out
+  (``1e2`` -> ``100``, ``2.5E+3`` -> ``2500``; math-verify would read the ``e`` as
+  Euler's number, which GSM8K answers never contain). GSM8K gold answers are plain
   numbers, so ``50%`` counts as ``50`` there. Without ``numeric`` (MATH-500),
   math-verify's own rules apply (it accepts ``50``, ``0.5`` and ``\\frac12`` for
   ``50\\%``; see docs/tasks-math.md).
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
+from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
@@ -49,6 +52,9 @@ __all__ = [
 _PLAIN_DECIMAL_RE = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)")
 _TRAILING_PERIOD_RE = re.compile(r"(?<=\d)\.$")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))")
+# a number in scientific notation standing alone (not inside a word or another number)
+_SCIENTIFIC_RE = re.compile(r"(?<![\w.])(-?(?:\d+(?:\.\d+)?|\.\d+)[eE][+-]?\d+)(?![\w.])")
+_MAX_EXPONENT = 100  # larger ones are left alone (a googol is not a grade-school answer)
 _TEXT_RE = re.compile(r"\\(?:text|textbf|mbox|mathrm)\s*\{([^{}]*)\}")
 _NUMBER_THEN_WORDS_RE = re.compile(r"(-?(?:\d+(?:\.\d+)?|\.\d+))\s*[A-Za-z][A-Za-z .'/-]*")
 _WORDS_THEN_NUMBER_RE = re.compile(r"[A-Za-z][A-Za-z .']*?\s(-?(?:\d+(?:\.\d+)?|\.\d+))")
@@ -65,6 +71,14 @@ for _name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_name).addFilter(_DropTimeoutDisabledWarning())
 
 
+def _expand_scientific(m: re.Match[str]) -> str:
+    d = Decimal(m.group(1))
+    if abs(d.as_tuple().exponent) > _MAX_EXPONENT:  # type: ignore[arg-type]
+        return m.group(1)
+    text = format(d, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def normalize_numeric(answer: str) -> str:
     """Reduce a GSM8K-style answer to a plain number when possible (``$1,000.00`` -> ``1000.00``).
 
@@ -74,6 +88,7 @@ def normalize_numeric(answer: str) -> str:
     s = _TEXT_RE.sub(r" \1", s)
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
     s = _THOUSANDS_RE.sub("", s).strip()
+    s = _SCIENTIFIC_RE.sub(_expand_scientific, s)
     if _PLAIN_DECIMAL_RE.fullmatch(s):
         return s
     m = _NUMBER_THEN_WORDS_RE.fullmatch(s) or _WORDS_THEN_NUMBER_RE.fullmatch(s)

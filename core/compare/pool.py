@@ -5,7 +5,13 @@ Answer checks (SymPy simplification, code execution, ...) can hang in C code whe
 :class:`CheckPool` runs each check in a worker process; a check that exceeds its
 timeout gets its worker killed (SIGKILL) and a fresh worker started, and the
 caller gets ``CheckOutcome(value=None, timed_out=True)``. Nothing here knows
-about any task: mining uses it for every task.
+about any task. Its user today is the math-verify backend
+(:mod:`autojudge.core.compare.math`: the math tasks' equivalence and correctness
+checks, through one shared pool; ``bench/bench_math_equivalence.py`` measures it).
+Mining does not use it directly: it calls ``task.equivalent_outcomes`` and each
+task's comparer brings its own isolation (the code tasks run programs in the
+sandbox's worker pool, :mod:`autojudge.core.compare.sandboxed`; the LLM comparer
+batches requests in-process, :mod:`autojudge.core.compare.llm`).
 
 Usage::
 
@@ -59,7 +65,6 @@ _JOIN_S = 2.0
 _MAX_STARTUP_FAILURES = 3
 
 _IN_WORKER = False
-
 
 
 def in_worker() -> bool:

@@ -26,19 +26,28 @@ equivalent to anything.
 
 **Correct** (pass@1 with one sample): every test passes (at least one test), without a
 sandbox failure.
+
+:class:`SandboxTestsComparer` applies the rule to batches of ``(code_a, code_b, example)``
+(the :class:`~autojudge.core.compare.Comparer` ``"sandbox-tests"``); the code tasks use it.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
-from autojudge.core.compare.sandboxed import has_sandbox_error
-from autojudge.sandbox import ProgramResult, TestCase
+from autojudge.core.compare import Pair
+from autojudge.core.compare.sandboxed import has_sandbox_error, run_programs
+from autojudge.core.task import CheckOutcome, Example
+from autojudge.sandbox import Program, ProgramResult, TestCase
 from autojudge.sandbox.compare import same_output
 
-__all__ = ["Verdict", "compare_results", "correct_result", "same_program"]
+__all__ = ["SandboxTestsComparer", "Verdict", "compare_results", "correct_result", "same_program"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,10 @@ def compare_results(a: ProgramResult, b: ProgramResult, tests: Sequence[TestCase
         return Verdict(False, "result counts differ", error="sandbox error: wrong number of test results")
     for i, (ra, rb, t) in enumerate(zip(a.results, b.results, tests, strict=True)):
         if ra.passed != rb.passed:
-            return Verdict(False, f"test {i}: {'passes' if ra.passed else 'fails'} vs {'passes' if rb.passed else 'fails'}")
+            return Verdict(
+                False,
+                f"test {i}: {'passes' if ra.passed else 'fails'} vs {'passes' if rb.passed else 'fails'}",
+            )
         if not ra.passed and not same_output(ra, rb, "stdio" if t.kind == "stdio" else "value"):
             return Verdict(False, f"test {i}: both fail, differently ({ra.status} vs {rb.status})")
     return Verdict(True, "same outcome on every test")
@@ -87,3 +99,56 @@ def correct_result(res: ProgramResult) -> tuple[bool, str | None]:
     if err:
         return False, f"sandbox error: {err}"
     return res.passed, None
+
+
+class SandboxTestsComparer:
+    """Equivalence of programs by the rule of the module doc (:class:`~autojudge.core.compare.Comparer` ``"sandbox-tests"``).
+
+    ``program_for(code, example)`` gives ``(problem_key, program)``: the program that runs
+    ``code`` on the example's tests (``problem_key`` names those tests, for the result cache
+    of :func:`~autojudge.core.compare.sandboxed.run_programs`). ``backend``: the sandbox
+    backend (``None``: ``AJ_CODE_SANDBOX``). ``label`` starts the warning logged when a
+    sandbox failure leaves a pair undecided (counted as not equivalent, ``error`` set).
+    Every program of a batch runs concurrently in the shared sandbox.
+    """
+
+    name: ClassVar[str] = "sandbox-tests"
+
+    def __init__(
+        self,
+        program_for: Callable[[str, Example], tuple[str, Program]],
+        *,
+        backend: str | None = None,
+        label: str = "sandbox-tests",
+    ) -> None:
+        self.program_for = program_for
+        self.backend = backend
+        self.label = label
+
+    def compare_many(self, pairs: Sequence[Pair]) -> list[CheckOutcome]:
+        """Equivalence of every ``(a, b, example)``; ``value`` is a bool, a sandbox failure sets ``error``."""
+        outcomes: list[CheckOutcome | None] = [None] * len(pairs)
+        jobs: list[tuple[str, Program]] = []
+        for i, (a, b, ex) in enumerate(pairs):
+            if not isinstance(a, str) or not isinstance(b, str) or not a.strip() or not b.strip():
+                outcomes[i] = CheckOutcome(value=False)
+            elif same_program(a, b):
+                outcomes[i] = CheckOutcome(value=True)
+            else:
+                jobs += [self.program_for(a, ex), self.program_for(b, ex)]
+        results = iter(run_programs(jobs, backend=self.backend)) if jobs else iter(())
+        tests = iter([program.tests for _, program in jobs[::2]])
+        for i, (_a, _b, ex) in enumerate(pairs):
+            if outcomes[i] is not None:
+                continue
+            ra, rb = next(results), next(results)
+            verdict = compare_results(ra, rb, next(tests))
+            if verdict.error:
+                log.warning(
+                    "%s %s: equivalence undecided, counted as NOT equivalent: %s",
+                    self.label,
+                    ex.id,
+                    verdict.error,
+                )
+            outcomes[i] = CheckOutcome(value=verdict.equivalent, error=verdict.error)
+        return [o for o in outcomes if o is not None]

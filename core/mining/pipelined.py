@@ -9,7 +9,7 @@
 * check requests (correctness, equivalence) go to one background thread, which
   answers everything queued in one :func:`~autojudge.core.mining.run_checks`
   call (the task's ``equivalent_outcomes`` batch: the math tasks' process pool,
-  the code tasks' sandboxes, one LLM-judge batch). Only that thread calls the
+  the code tasks' sandboxes, one LLM comparer batch). Only that thread calls the
   task's checks, one batch at a time, as the sequential miner does;
 * meanwhile the models advance the other prompts: rollouts run in the main
   thread, lowest prompt index first, by a *rollout backend*: one at a time with

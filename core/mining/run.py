@@ -19,13 +19,16 @@ from typing import Any
 import torch
 
 from autojudge.core import __version__
+from autojudge.core.backends import check_backend
 from autojudge.core.mining.pipelined import PipelinedMiner
 from autojudge.core.mining.steps import Miner, MiningConfig
 from autojudge.core.mining.store import MinedStore
 from autojudge.core.task import Task
 
 
-def mining_meta(task: Task, split: str, pair: Any, config: MiningConfig, shard: tuple[int, int] | None) -> dict[str, Any]:
+def mining_meta(
+    task: Task, split: str, pair: Any, config: MiningConfig, shard: tuple[int, int] | None
+) -> dict[str, Any]:
     # a task that reads one of several data sets (``--dataset``, LiveCodeBench releases) says which in info()
     dataset = task.info().get("dataset")
     return {
@@ -60,7 +63,8 @@ def mine_task(
 
     ``config.inflight`` prompts are mined at once (:class:`~autojudge.core.mining.pipelined.PipelinedMiner`;
     1: one after the other with :meth:`Miner.mine`). ``backend="vllm"`` runs the rollouts on vLLM
-    (:class:`~autojudge.core.mining.vllm.VLLMMiner`, ``vllm_options`` passed to it); the labels
+    (:class:`~autojudge.core.mining.vllm.VLLMMiner`, ``vllm_options`` passed to it; its vLLM engine
+    comes from :func:`autojudge.core.backends.open_vllm` unless ``vllm_options["engine"]``); the labels
     and ``meta.json`` are the same as with ``"transformers"``, each prompt records its backend.
     """
     config = config or MiningConfig()
@@ -72,10 +76,11 @@ def mine_task(
     examples = task.load(split, data_dir=data_dir, limit=limit)
     done = store.done_indices()
     todo = [
-        (i, ex) for i, ex in enumerate(examples) if i not in done and (shard is None or i % shard[1] == shard[0])
+        (i, ex)
+        for i, ex in enumerate(examples)
+        if i not in done and (shard is None or i % shard[1] == shard[0])
     ]
-    if backend not in ("transformers", "vllm"):
-        raise ValueError(f"unknown mining backend {backend!r}; choose 'transformers' or 'vllm'")
+    check_backend(backend)
     args = (task, pair.target.model, pair.draft.model, pair.tokenizer, config)
     closer = None
     if backend == "vllm":

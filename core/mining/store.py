@@ -1,8 +1,8 @@
-"""The on-disk store of mined mismatches: crash-safe, resumable, shardable, mergeable.
+"""The mined-data format: the one module that writes it and reads it back.
 
-Layout (see ``docs/formats.md``)::
+Layout (documented in ``docs/formats.md``; nothing else knows it)::
 
-    DIR/meta.json                       run description; checked on resume and merge
+    DIR/meta.json                       run description (MINED_FORMAT); checked on resume, merge and read
     DIR/shards/shard-NNNNNN.safetensors features of prompt NNNNNN (absent when it has no labels)
     DIR/shards/shard-NNNNNN.jsonl       one row per labelled mismatch, same order
     DIR/prompts/NNNNNN.json             prompt-level result, written LAST: the completion marker
@@ -10,27 +10,50 @@ Layout (see ``docs/formats.md``)::
 
 ``NNNNNN`` is the prompt's index in the task split, so shards of separate runs
 (``--shard i/n``) never collide. Every file is written to a temporary name and
-renamed, so a killed run leaves whole files only; on resume, shard files of a
-prompt without its completion marker are deleted and the prompt is mined again:
-nothing is lost and nothing is duplicated.
+renamed, so a killed run leaves whole files only.
+
+**Finished** (one rule for the writer and the reader, :meth:`MinedStore.done_indices`):
+prompt ``NNNNNN`` is finished when ``prompts/NNNNNN.json`` exists. Its shard files
+are written before it (tensors, then rows), so shard files of an unfinished prompt
+are an interrupted write: the writer deletes them on resume and mines the prompt
+again (nothing is lost, nothing duplicated); the reader refuses them, or skips them
+with ``skip_incomplete=True`` (a directory a running ``aj mine`` is writing). A
+finished prompt whose shard lacks one of its two files is damaged: always an error.
+
+Reading (:func:`read_mined`, :meth:`MinedStore.read_arrays`) validates everything
+against ``meta.json`` and returns plain numpy arrays (:class:`MinedArrays`).
+Limits: everything requested is loaded into memory (float32; 50k rows of
+``dd+dt+x`` for the Qwen 0.5B/1.5B pair is ~0.5 GB; only the blocks asked for are
+read). Gaps in the numbering are not errors (sharded runs and skipped prompts).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from autojudge.core.files import atomic_save_tensors, atomic_write_bytes, atomic_write_json
-from autojudge.core.mining.steps import PromptResult, stack_features
+from autojudge.core.judge import EXTRAS
 
-FORMAT = "autojudge-mined/1"
+if TYPE_CHECKING:  # the miner (transformers) is imported only to write: reading stays light
+    from autojudge.core.mining.steps import PromptResult
+
+#: ``meta.json``'s ``format``: the only version this library writes and reads.
+MINED_FORMAT = "autojudge-mined/1"
+#: The float32 feature tensors of a shard (``label`` and the optional ``draft_rank`` aside).
+FLOAT_BLOCKS: tuple[str, ...] = ("dt", "tt", "dd", "x")
+_SHARD_RE = re.compile(r"^shard-(\d{6,})\.(safetensors|jsonl)$")
 
 
-class MinedStoreError(ValueError):
-    """A mined directory is inconsistent with the requested run, or corrupt."""
+class MinedDataError(ValueError):
+    """A mined directory is missing, malformed, corrupt, or inconsistent with the requested run."""
 
 
 def _comparable(meta: dict[str, Any]) -> dict[str, Any]:
@@ -38,8 +61,65 @@ def _comparable(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k not in ("shard", "created", "library_version")}
 
 
+def feature_dims(meta: dict[str, Any], where: str | Path = "meta.json") -> dict[str, int]:
+    """Width of each of :data:`FLOAT_BLOCKS` from ``meta.json``'s model records (validated)."""
+    for role in ("draft", "target"):
+        rec = meta.get(role)
+        if not isinstance(rec, dict):
+            raise MinedDataError(f"{where}: missing the {role!r} model record")
+        hs = rec.get("hidden_size")
+        if not isinstance(hs, int) or isinstance(hs, bool) or hs <= 0:
+            raise MinedDataError(f"{where}: {role}.hidden_size must be a positive integer, got {hs!r}")
+    h_target, h_draft = meta["target"]["hidden_size"], meta["draft"]["hidden_size"]
+    return {"dt": h_target, "tt": h_target, "dd": h_draft, "x": len(EXTRAS)}
+
+
+@dataclass
+class MinedArrays:
+    """Labelled mismatches of a mined directory, in shard (= prompt index) order.
+
+    ``features[b]`` is ``[N, dim_b]`` float32 for each loaded block; ``labels`` is
+    ``[N]`` int8 (1 = important); ``prompt_ids`` ``[N]`` (str) groups rows by prompt;
+    ``positions`` ``[N]`` int64 (``-1`` when a row has none); ``draft_rank`` is the
+    optional ``[N]`` int32 rank of the draft token in the target's logits (``None``
+    when a shard lacks it); ``shards`` the shard names read.
+    """
+
+    meta: dict[str, Any]
+    features: dict[str, np.ndarray]
+    labels: np.ndarray
+    prompt_ids: np.ndarray
+    positions: np.ndarray
+    draft_rank: np.ndarray | None = None
+    shards: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of one ``.jsonl``; each needs at least ``prompt_id`` and ``label``."""
+    rows = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise MinedDataError(f"{path}:{i}: bad JSON ({e})") from e
+                if not isinstance(row, dict) or "prompt_id" not in row or "label" not in row:
+                    raise MinedDataError(f"{path}:{i}: a row needs at least 'prompt_id' and 'label'")
+                rows.append(row)
+    except (OSError, UnicodeDecodeError) as e:
+        raise MinedDataError(f"{path}: unreadable ({e})") from e
+    return rows
+
+
 class MinedStore:
-    """Reads and writes one mined directory."""
+    """Writes (:meth:`open`, :meth:`write_prompt`) and reads (:meth:`read_arrays`) one mined directory."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -52,28 +132,36 @@ class MinedStore:
         return self.root / "meta.json"
 
     def read_meta(self) -> dict[str, Any]:
+        """Read ``meta.json`` and check it is a JSON object of this library's format."""
+        if not self.root.is_dir():
+            raise MinedDataError(f"{self.root}: not a directory (expected the output of `aj mine --out DIR`)")
+        if not self.meta_path.is_file():
+            raise MinedDataError(f"{self.meta_path}: missing; is {self.root} a mined directory?")
         try:
-            meta = json.loads(self.meta_path.read_text())
-        except FileNotFoundError as e:
-            raise MinedStoreError(f"{self.root} is not a mined directory: no meta.json") from e
-        except json.JSONDecodeError as e:
-            raise MinedStoreError(f"{self.meta_path} is corrupt: {e}") from e
-        if meta.get("format") != FORMAT:
-            raise MinedStoreError(f"{self.meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise MinedDataError(f"{self.meta_path}: unreadable JSON ({e})") from e
+        if not isinstance(meta, dict):
+            raise MinedDataError(f"{self.meta_path}: expected a JSON object")
+        fmt = meta.get("format")
+        if fmt != MINED_FORMAT:
+            raise MinedDataError(
+                f"{self.meta_path}: format {fmt!r} is not supported; this library reads {MINED_FORMAT!r}"
+            )
         return meta
 
     def open(self, meta: dict[str, Any], *, resume: bool) -> None:
         """Start a run: write meta.json, or on ``resume`` check it matches and drop orphan shard files."""
-        meta = {"format": FORMAT, **meta}
+        meta = {"format": MINED_FORMAT, **meta}
         if self.meta_path.exists():
             if not resume:
-                raise MinedStoreError(
+                raise MinedDataError(
                     f"{self.root} already holds mined data; pass --resume to continue it or choose another --out"
                 )
             was, now = _comparable(self.read_meta()), _comparable(meta)
             if was != now:
                 diff = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
-                raise MinedStoreError(
+                raise MinedDataError(
                     f"cannot resume {self.root}: it was mined with different settings ({', '.join(diff)}). "
                     "Use the original settings or a new --out directory."
                 )
@@ -82,47 +170,184 @@ class MinedStore:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.meta_path, meta)
 
-    # -- prompts ------------------------------------------------------------------------
-    def done_indices(self) -> set[int]:
+    # -- finished prompts: the one rule ---------------------------------------------------
+    def marker_path(self, index: int) -> Path:
+        """Prompt ``index``'s completion marker (its summary row)."""
+        return self.prompts / f"{index:06d}.json"
+
+    def _markers(self) -> dict[int, Path]:
         if not self.prompts.is_dir():
-            return set()
-        return {int(p.stem) for p in self.prompts.glob("*.json") if p.stem.isdigit()}
+            return {}
+        return {int(p.stem): p for p in self.prompts.glob("*.json") if p.stem.isdigit()}
+
+    def done_indices(self) -> set[int]:
+        """Indices of the finished prompts: those whose completion marker exists."""
+        return set(self._markers())
+
+    def _shard_files(self) -> dict[int, dict[str, Path]]:
+        """``{index: {"safetensors": path, "jsonl": path}}`` of the shard files present (either may lack)."""
+        found: dict[int, dict[str, Path]] = {}
+        if self.shards.is_dir():
+            for p in self.shards.iterdir():
+                m = _SHARD_RE.match(p.name)
+                if m:
+                    found.setdefault(int(m.group(1)), {})[m.group(2)] = p
+        return found
 
     def remove_orphans(self) -> list[Path]:
-        """Delete shard files of prompts without a completion marker (a crash between writes)."""
+        """Delete shard files of unfinished prompts (a crash between writes) and temporary files."""
         done = self.done_indices()
         removed = []
         if self.shards.is_dir():
             for p in self.shards.iterdir():
-                stem = p.name.split(".")[0]
-                if p.name.startswith(".") or (stem.startswith("shard-") and int(stem[6:]) not in done):
+                m = _SHARD_RE.match(p.name)
+                if p.name.startswith(".") or (m and int(m.group(1)) not in done):
                     p.unlink()
                     removed.append(p)
         for p in self.prompts.glob(".*") if self.prompts.is_dir() else []:
             p.unlink()
         return removed
 
+    # -- writing ------------------------------------------------------------------------
     def write_prompt(self, result: PromptResult) -> None:
         """Write one prompt's shard (tensors, then rows) and finally its completion marker."""
+        from autojudge.core.mining.steps import stack_features
+
         name = f"shard-{result.index:06d}"
         tensors = stack_features(result.records)
         if tensors:
             atomic_save_tensors(self.shards / f"{name}.safetensors", tensors)
             rows = "".join(json.dumps(r.row(), default=str) + "\n" for r in result.records)
             atomic_write_bytes(self.shards / f"{name}.jsonl", rows.encode())
-        atomic_write_json(self.prompts / f"{result.index:06d}.json", result.summary_row())
+        atomic_write_json(self.marker_path(result.index), result.summary_row())
 
+    # -- reading ------------------------------------------------------------------------
     def prompt_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for p in sorted(self.prompts.glob("[0-9]*.json")):
-            rows.append(json.loads(p.read_text()))
-        return rows
+        """The finished prompts' summary rows, by index."""
+        return [json.loads(p.read_text(encoding="utf-8")) for _, p in sorted(self._markers().items())]
 
     def label_rows(self) -> list[dict[str, Any]]:
+        """The ``.jsonl`` rows of the finished prompts, by index (orphan shards ignored)."""
+        done = self.done_indices()
         rows = []
-        for p in sorted(self.shards.glob("shard-*.jsonl")):
-            rows += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        for idx, files in sorted(self._shard_files().items()):
+            if idx in done and "jsonl" in files:
+                rows += _read_rows(files["jsonl"])
         return rows
+
+    def complete_shards(self, *, skip_incomplete: bool = False) -> list[Path]:
+        """Stems (``shards/shard-NNNNNN``, no suffix) of the finished prompts' shards, by index.
+
+        Shard files of an unfinished prompt are an error unless ``skip_incomplete``;
+        a finished prompt's shard missing one of its files is always an error.
+        """
+        if not self.shards.is_dir():
+            raise MinedDataError(f"{self.shards}: missing; the mined directory holds no shards")
+        done = self.done_indices()
+        stems = []
+        for idx, files in sorted(self._shard_files().items()):
+            stem = self.shards / f"shard-{idx:06d}"
+            if idx not in done:
+                if skip_incomplete:
+                    continue
+                raise MinedDataError(
+                    f"{stem}: the shard was not finished (no completion marker {self.marker_path(idx)}; "
+                    "interrupted mining, or `aj mine` still running?). Resume mining, delete the shard, "
+                    "or pass skip_incomplete=True"
+                )
+            if "safetensors" not in files:
+                raise MinedDataError(f"{stem}.safetensors: missing (its .jsonl exists); the shard is damaged")
+            if "jsonl" not in files:
+                raise MinedDataError(f"{stem}.jsonl: missing (its .safetensors exists); the shard is damaged")
+            stems.append(stem)
+        if not stems:
+            raise MinedDataError(f"{self.shards}: no complete shards")
+        return stems
+
+    def read_shard(
+        self, stem: Path, blocks: Sequence[str], dims: dict[str, int]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None, list[dict[str, Any]]]:
+        """``(features, label int8, draft_rank int32 or None, rows)`` of one shard, validated."""
+        from safetensors import safe_open
+
+        path = stem.with_suffix(".safetensors")
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                names = set(f.keys())
+                missing = sorted((set(blocks) | {"label"}) - names)
+                if missing:
+                    raise MinedDataError(f"{path}: missing tensor(s) {missing}; present: {sorted(names)}")
+                label = f.get_tensor("label")
+                feats = {b: f.get_tensor(b) for b in blocks}
+                rank = f.get_tensor("draft_rank") if "draft_rank" in names else None
+        except MinedDataError:
+            raise
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise MinedDataError(f"{path}: corrupt or unreadable safetensors file ({e})") from e
+        if label.ndim != 1:
+            raise MinedDataError(f"{path}: 'label' must be 1-D, got shape {list(label.shape)}")
+        n = label.shape[0]
+        if not np.isin(label, (0, 1)).all():
+            raise MinedDataError(f"{path}: 'label' must hold only 0 and 1")
+        for b, x in feats.items():
+            if x.dtype != np.float32:
+                raise MinedDataError(f"{path}: {b!r} must be float32, got {x.dtype}")
+            if x.shape != (n, dims[b]):
+                raise MinedDataError(
+                    f"{path}: {b!r} has shape {list(x.shape)}, expected {[n, dims[b]]} (meta.json)"
+                )
+            if not np.isfinite(x).all():
+                raise MinedDataError(f"{path}: {b!r} holds NaN or inf values")
+        if rank is not None and (rank.shape != (n,) or rank.dtype.kind not in "iu"):
+            raise MinedDataError(
+                f"{path}: 'draft_rank' must be [N] integers, got {rank.dtype} {list(rank.shape)}"
+            )
+        rows = _read_rows(stem.with_suffix(".jsonl"))
+        if len(rows) != n:
+            raise MinedDataError(f"{stem}: {n} tensor rows but {len(rows)} JSONL rows")
+        row_labels = np.array([int(r["label"]) for r in rows], dtype=np.int8)
+        if not np.array_equal(row_labels, label.astype(np.int8)):
+            raise MinedDataError(f"{stem}: labels in .jsonl and .safetensors disagree")
+        return feats, label.astype(np.int8), None if rank is None else rank.astype(np.int32), rows
+
+    def read_arrays(
+        self, blocks: Sequence[str] = ("dt", "dd", "x"), *, skip_incomplete: bool = False
+    ) -> MinedArrays:
+        """The ``blocks`` of every finished prompt's shard, validated against ``meta.json``.
+
+        Raises :class:`MinedDataError` naming the offending file for any problem: missing
+        or malformed ``meta.json``, unsupported format version, unfinished or damaged
+        shards, missing tensors, wrong shapes or dtypes, NaN features, corrupt
+        safetensors, ``.jsonl``/tensor row-count or label disagreement, or no data at all.
+        """
+        blocks = tuple(dict.fromkeys(blocks))
+        bad = [b for b in blocks if b not in FLOAT_BLOCKS]
+        if bad:
+            raise ValueError(f"unknown block(s) {bad}; mined tensors: {list(FLOAT_BLOCKS)}")
+        meta = self.read_meta()
+        dims = feature_dims(meta, self.meta_path)
+        stems = self.complete_shards(skip_incomplete=skip_incomplete)
+        parts: dict[str, list[np.ndarray]] = {b: [] for b in blocks}
+        labels, ranks, pids, positions = [], [], [], []
+        for stem in stems:
+            feats, label, rank, rows = self.read_shard(stem, blocks, dims)
+            for b in blocks:
+                parts[b].append(feats[b])
+            labels.append(label)
+            ranks.append(rank)
+            pids.extend(str(r["prompt_id"]) for r in rows)
+            positions.extend(int(r.get("position", -1)) for r in rows)
+        if sum(len(x) for x in labels) == 0:
+            raise MinedDataError(f"{self.root}: the shards hold no labelled mismatches")
+        return MinedArrays(
+            meta=meta,
+            features={b: np.concatenate(parts[b]) for b in blocks},
+            labels=np.concatenate(labels),
+            prompt_ids=np.array(pids, dtype=object),
+            positions=np.array(positions, dtype=np.int64),
+            draft_rank=np.concatenate(ranks) if all(r is not None for r in ranks) else None,
+            shards=[s.name for s in stems],
+        )
 
     # -- summary ------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -132,6 +357,8 @@ class MinedStore:
         n_labels = len(labels)
         n_imp = sum(r["label"] for r in labels)
         fwd = sum(p["target_forwards"] for p in prompts)
+        orig_ok = sum(bool(p["correct"]) for p in mined)
+        alt_ok = sum(bool(r["correct_alternative"]) for r in labels)
         return {
             "prompts": len(prompts),
             "prompts_skipped": len(prompts) - len(mined),
@@ -140,8 +367,8 @@ class MinedStore:
             "important_fraction": n_imp / n_labels if n_labels else 0.0,
             "mismatches_per_prompt": n_labels / len(mined) if mined else 0.0,
             "answer_agreement": 1 - n_imp / n_labels if n_labels else 0.0,
-            "original_correct_fraction": (sum(bool(p["correct"]) for p in mined) / len(mined)) if mined else 0.0,
-            "alternative_correct_fraction": (sum(bool(r["correct_alternative"]) for r in labels) / n_labels) if n_labels else 0.0,
+            "original_correct_fraction": orig_ok / len(mined) if mined else 0.0,
+            "alternative_correct_fraction": alt_ok / n_labels if n_labels else 0.0,
             "target_forwards": fwd,
             "target_forwards_per_label": fwd / n_labels if n_labels else 0.0,
             "target_tokens": sum(p["target_tokens"] for p in prompts),
@@ -155,25 +382,36 @@ class MinedStore:
         return s
 
 
+def read_mined(
+    path: str | Path, blocks: Sequence[str] = ("dt", "dd", "x"), *, skip_incomplete: bool = False
+) -> MinedArrays:
+    """:meth:`MinedStore.read_arrays` of the mined directory ``path``."""
+    return MinedStore(path).read_arrays(blocks, skip_incomplete=skip_incomplete)
+
+
 def merge_stores(sources: Iterable[str | Path], out: str | Path) -> MinedStore:
     """Merge shard directories of one run (``--shard i/n``) into ``out``; settings must agree."""
     stores = [MinedStore(s) for s in sources]
     if not stores:
-        raise MinedStoreError("nothing to merge")
+        raise MinedDataError("nothing to merge")
     metas = [s.read_meta() for s in stores]
     for s, m in zip(stores[1:], metas[1:], strict=True):
         if _comparable(m) != _comparable(metas[0]):
-            raise MinedStoreError(f"cannot merge {s.root} with {stores[0].root}: different models, task or settings")
+            raise MinedDataError(
+                f"cannot merge {s.root} with {stores[0].root}: different models, task or settings"
+            )
     dest = MinedStore(out)
     if dest.meta_path.exists():
-        raise MinedStoreError(f"{dest.root} already exists; merge into a new directory")
+        raise MinedDataError(f"{dest.root} already exists; merge into a new directory")
     for s in stores:
         s.remove_orphans()
     seen: dict[int, Path] = {}
     for s in stores:
         for idx in s.done_indices():
             if idx in seen:
-                raise MinedStoreError(f"prompt {idx} was mined in both {seen[idx]} and {s.root}: overlapping shards")
+                raise MinedDataError(
+                    f"prompt {idx} was mined in both {seen[idx]} and {s.root}: overlapping shards"
+                )
             seen[idx] = s.root
     meta = dict(metas[0])
     meta["shard"] = None

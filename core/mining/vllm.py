@@ -133,8 +133,8 @@ class VLLMMiner(PipelinedMiner):
 
     ``target_path`` is the target's local model directory (what vLLM loads; the same
     weights as ``target``). ``engine`` reuses a :class:`~autojudge.core.backends.vllm.engine.VLLMEngine`
-    (its target-only vLLM engine); otherwise one is built with ``dtype``, ``max_model_len``
-    and ``kv_cache_gib``. :meth:`close` shuts it down when this miner built it.
+    (its target-only vLLM engine); otherwise one is built (:func:`autojudge.core.backends.open_vllm`)
+    with ``dtype``, ``max_model_len`` and ``kv_cache_gib``. :meth:`close` shuts it down when this miner built it.
     """
 
     def __init__(
@@ -156,11 +156,11 @@ class VLLMMiner(PipelinedMiner):
             raise ValueError("naive mining regenerates rollouts token by token: use the transformers backend")
         self._own_engine = engine is None
         if engine is None:
-            from autojudge.core.backends.vllm.engine import VLLMEngine
+            from autojudge.core.backends import open_vllm
 
             if target_path is None:
                 raise ValueError("VLLMMiner needs target_path (the target's model directory) or an engine")
-            engine = VLLMEngine(
+            engine = open_vllm(
                 target_path,
                 None,
                 dtype=dtype,

@@ -3,7 +3,7 @@
 A *mode* (:class:`ModeSpec`) is one way of decoding: target only (``ar``),
 lossless speculative decoding (``sd``), the trained judge at a threshold
 (``judge@T``) or the Top-K baseline (``topk:K``). :func:`evaluate_modes` decodes
-every example with every mode through ONE :class:`SpeculativeEngine`, example by
+every example with every mode through ONE :class:`~autojudge.core.engine.Engine`, example by
 example (all modes of an example run back to back, so machine noise spreads
 evenly over modes), and appends one JSON row per (mode, example) to
 ``DIR/<mode>.jsonl`` as soon as it is computed.
@@ -20,10 +20,19 @@ rows: accuracy, its delta vs target-only in points, ``mean_acceptance_length``
 histogram, tokens/s (output tokens / wall time, summed over samples) and the
 speed-ups vs target-only and vs lossless SD.
 
-Limits: greedy decoding, batch size 1, one process; the target's prefix cache
-is not reused across calls (``reuse_cache=False``) so every mode pays its own
-prefill and timings stay comparable. Tokens/s are wall-clock on whatever else
-the machine runs: compare modes of one run, not runs of different machines.
+Limits: greedy decoding, one prompt at a time (batch size 1), one process.
+Prefill: on the transformers engine the target's KV cache is not reused across
+calls (``reuse_cache=False``), so every mode pays its own prefill and the timings
+of modes compare fairly. On vLLM (``--backend vllm``) that does not hold: the
+engine ignores ``reuse_cache`` and keeps vLLM's prefix caching on; ``ar`` runs on
+its own target-only engine and every other mode on one shared speculative engine,
+so whatever that engine has already computed (the same prompt decoded in an
+earlier mode of the example, a prefix common to the prompts) is served from the
+cache. There the first speculative mode of an example (``sd``) pays its prefill,
+the later ones (``judge@T``, ``topk:K``) mostly do not, which flatters their
+tokens/s by up to one prompt's prefill per sample. Tokens/s are wall-clock on
+whatever else the machine runs: compare modes of one run, not runs of different
+machines.
 """
 
 from __future__ import annotations
@@ -36,10 +45,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autojudge.core.metrics import GenerationMetrics
 from autojudge.core.task import Example, Task
+
+if TYPE_CHECKING:
+    from autojudge.core.engine import Engine, GenerationResult
 
 ROW_FORMAT = "autojudge-eval-row/1"
 
@@ -100,7 +112,9 @@ def build_modes(
     return out
 
 
-def make_judge(mode: ModeSpec, artifact: str | Path | None = None, pair: Any | None = None, device: str = "cpu"):
+def make_judge(
+    mode: ModeSpec, artifact: str | Path | None = None, pair: Any | None = None, device: str = "cpu"
+):
     """The :class:`~autojudge.core.judge.Judge` of ``mode`` (None for ``ar``/``sd``).
 
     ``judge`` modes load ``artifact`` with the mode's threshold, checked against
@@ -143,7 +157,9 @@ def file_sha256(path: str | Path) -> str:
 # -- rows --------------------------------------------------------------------------------------
 
 
-def sample_row(mode: ModeSpec, index: int, example: Example, result: Any, answer: Any, correct: bool) -> dict[str, Any]:
+def sample_row(
+    mode: ModeSpec, index: int, example: Example, result: GenerationResult, answer: Any, correct: bool
+) -> dict[str, Any]:
     """One JSON row: identity, output, answer, correctness, metrics and the per-cycle lists."""
     m = result.metrics
     return {
@@ -231,7 +247,13 @@ class EvalSettings:
 
 def mode_key(base_key: Mapping[str, Any], mode: ModeSpec, judge_sha256: str | None) -> str:
     """Cache key of one mode's rows: the evaluation inputs plus the mode (and the judge file for ``judge``)."""
-    return stable_hash({"base": dict(base_key), "mode": mode.describe(), "judge": judge_sha256 if mode.kind == "judge" else None})
+    return stable_hash(
+        {
+            "base": dict(base_key),
+            "mode": mode.describe(),
+            "judge": judge_sha256 if mode.kind == "judge" else None,
+        }
+    )
 
 
 ProgressFn = Callable[[int, int, str], None]
@@ -239,7 +261,7 @@ ProgressFn = Callable[[int, int, str], None]
 
 def evaluate_modes(
     task: Task,
-    engine: Any,
+    engine: Engine,
     examples: Sequence[Example],
     modes: Sequence[ModeSpec],
     out_dir: str | Path,
@@ -275,7 +297,9 @@ def evaluate_modes(
         if len(by_id) < len(ids) and not resume:
             by_id = {}  # an incomplete file is only continued with resume=True
         _write_rows(rows_path, [by_id[i] for i in ids if i in by_id])
-        key_path.write_text(json.dumps({"key": key, "mode": mode.describe(), "base": dict(base_key)}, default=str) + "\n")
+        key_path.write_text(
+            json.dumps({"key": key, "mode": mode.describe(), "base": dict(base_key)}, default=str) + "\n"
+        )
         have[mode.name] = by_id
     total = len(ids) * len(modes)
     done = sum(len(v) for v in have.values())
@@ -348,7 +372,9 @@ def aggregate_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "acceptance_histogram": merged.acceptance_histogram(),
         "wall_time": merged.wall_time,
         "tokens_per_s": merged.tokens_per_s,
-        "finish_reasons": {k: sum(r.get("finish_reason") == k for r in rows) for k in ("eos", "stop", "length")},
+        "finish_reasons": {
+            k: sum(r.get("finish_reason") == k for r in rows) for k in ("eos", "stop", "length")
+        },
     }
 
 
@@ -379,6 +405,8 @@ def aggregate_modes(
         rows = rows_by_mode[m.name]
         same = [r for r in rows if r["prompt_id"] in ref_answers]
         a["answer_agreement_vs_ar"] = (
-            sum(r.get("answer") == ref_answers[r["prompt_id"]] for r in same) / len(same) if same and ref else None
+            sum(r.get("answer") == ref_answers[r["prompt_id"]] for r in same) / len(same)
+            if same and ref
+            else None
         )
     return aggs

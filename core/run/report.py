@@ -1,8 +1,9 @@
 """Writing a run's report: ``summary.json``, ``report.md`` and PNG plots (matplotlib, Agg backend).
 
-Input: the summary dict built by :mod:`autojudge.core.run.pipeline` (per-mode
-aggregates from :func:`autojudge.core.run.evaluate.aggregate_modes`, settings,
-validation choice, stage timings). Outputs in the run directory:
+Input: the summary dict of :func:`build_summary` (what ``summary.json`` holds: models,
+settings, per-mode aggregates from :func:`autojudge.core.run.evaluate.aggregate_modes`,
+the validation choice, mining and training records, stage timings), which the
+``report`` stage of :mod:`autojudge.core.run.stages` fills. Outputs in the run directory:
 
 * ``summary.json``: the summary as strict JSON (non-finite numbers -> ``null``);
 * ``report.md``: settings, the trade-off table, the validation choice, stage timings;
@@ -18,15 +19,70 @@ prompts the accuracy axis is coarse.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from autojudge.core.files import atomic_write_json
 
+SUMMARY_FORMAT = "autojudge-run/1"
+SUMMARY_FILE = "summary.json"
 PLOTS = ("accuracy_vs_acceptance.png", "tokens_per_s.png")
 
+
+def build_summary(
+    *,
+    task: str,
+    metric: str,
+    draft: Mapping[str, Any],
+    target: Mapping[str, Any],
+    dtype: str,
+    settings: Mapping[str, Any],
+    eval_split: str,
+    modes: Sequence[Any],
+    rows: Mapping[str, Sequence[Mapping[str, Any]]],
+    aggregates: Mapping[str, Any],
+    selection: Mapping[str, Any],
+    mining: Mapping[str, Any],
+    training: Mapping[str, Any],
+    stages: Mapping[str, Any],
+    samples_dir: str = "eval",
+) -> dict[str, Any]:
+    """The content of ``summary.json`` (before :func:`write_report` adds ``plots``); keys in this order.
+
+    ``modes``: the evaluated :class:`~autojudge.core.run.evaluate.ModeSpec` s in report order;
+    ``rows`` / ``aggregates``: per mode name; ``selection``: ``validation/selection.json``
+    (its per-mode aggregates are left out); ``draft``/``target``: model fingerprints;
+    ``stages``: per upstream stage ``{hash, seconds, finished}`` from ``state.json``.
+    """
+    return {
+        "format": SUMMARY_FORMAT,
+        "task": task,
+        "metric": metric,  # e.g. pass@1 for the code tasks
+        "draft": draft,
+        "target": target,
+        "dtype": dtype,
+        "settings": settings,
+        "eval_split": eval_split,
+        "eval_prompt_ids": [r["prompt_id"] for r in rows[modes[0].name]],
+        "recommended_threshold": selection["recommended_threshold"],
+        "recommended_mode": selection["recommended_mode"],
+        "calibrated_threshold": selection["calibrated_threshold"],
+        "validation": {k: v for k, v in selection.items() if k != "modes"},
+        "mining": mining,
+        "training": training,
+        "modes": aggregates,
+        "mode_order": [m.name for m in modes],
+        "samples": {m.name: str(Path(samples_dir) / f"{m.file_stem}.jsonl") for m in modes},
+        "stages": stages,
+    }
+
+
+def read_summary(root: str | Path) -> dict[str, Any]:
+    """``ROOT/summary.json`` as written by :func:`write_report`."""
+    return json.loads((Path(root) / SUMMARY_FILE).read_text())
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -39,6 +95,7 @@ def _save(fig, path: str | Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
 
 def _fmt(x: Any, spec: str = ".2f") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -96,24 +153,36 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
         f"validation: {len(v['prompt_ids'])} held-out prompt(s) "
         f"of the mining split; evaluation: {len(summary['eval_prompt_ids'])} prompts of `{summary['eval_split']}`",
         f"- k = {s['k']} draft tokens per cycle, max {s['max_new_tokens']} new tokens, greedy",
-        (f"- **no judge**: {summary['training'].get('reason', 'not trained')}" if summary["calibrated_threshold"] is None else
-         f"- judge: {summary['training'].get('chosen', '?')}, validation ROC-AUC "
-         f"{_fmt(summary['training'].get('val_auc'), '.3f')}, calibrated threshold "
-         f"{summary['calibrated_threshold']:.4g} (recall {s['target_recall']:g} of important mismatches)"
-         + ("" if summary["training"].get("split", {}).get("held_out", True) else
-            " — IN-SAMPLE: too few mined prompts for a held-out split, so the AUC and the calibration are optimistic")),
-        ("- **recommended: lossless SD** (no judge)" if summary["calibrated_threshold"] is None else
-         f"- **recommended threshold {summary['recommended_threshold']:.4g}** ({summary['recommended_mode']}): "
-         f"the most aggressive candidate within {v['max_accuracy_drop_points']:g} accuracy point(s) of target-only "
-         "on validation"
-         + ("" if v["within_budget"] else " — none was within budget, so lossless SD is recommended")),
+        (
+            f"- **no judge**: {summary['training'].get('reason', 'not trained')}"
+            if summary["calibrated_threshold"] is None
+            else f"- judge: {summary['training'].get('chosen', '?')}, validation ROC-AUC "
+            f"{_fmt(summary['training'].get('val_auc'), '.3f')}, calibrated threshold "
+            f"{summary['calibrated_threshold']:.4g} (recall {s['target_recall']:g} of important mismatches)"
+            + (
+                ""
+                if summary["training"].get("split", {}).get("held_out", True)
+                else " — IN-SAMPLE: too few mined prompts for a held-out split, so the AUC and the calibration are optimistic"
+            )
+        ),
+        (
+            "- **recommended: lossless SD** (no judge)"
+            if summary["calibrated_threshold"] is None
+            else f"- **recommended threshold {summary['recommended_threshold']:.4g}** ({summary['recommended_mode']}): "
+            f"the most aggressive candidate within {v['max_accuracy_drop_points']:g} accuracy point(s) of target-only "
+            "on validation"
+            + ("" if v["within_budget"] else " — none was within budget, so lossless SD is recommended")
+        ),
         "",
         "## Accuracy / speed trade-off (evaluation split)",
         "",
         "tokens/cycle = `mean_acceptance_length` (accepted draft tokens + the target's token per verification "
         "cycle; 1.0 for target-only). Speed-ups are wall-clock tokens/s ratios on this machine."
-        + (f" accuracy = **{summary['metric']}** (the task's own measure)."
-           if summary.get("metric") not in (None, "accuracy") else ""),
+        + (
+            f" accuracy = **{summary['metric']}** (the task's own measure)."
+            if summary.get("metric") not in (None, "accuracy")
+            else ""
+        ),
         "",
         markdown_table(summary),
         "![accuracy vs tokens per cycle](plots/accuracy_vs_acceptance.png)",
@@ -122,8 +191,9 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
         "",
         "## Threshold choice (validation prompts only)",
         "",
-        "no judge, nothing to choose: validation was not decoded" if summary["calibrated_threshold"] is None else
-        f"target-only accuracy {_fmt(100 * v['reference_accuracy'], '.1f')}%",
+        "no judge, nothing to choose: validation was not decoded"
+        if summary["calibrated_threshold"] is None
+        else f"target-only accuracy {_fmt(100 * v['reference_accuracy'], '.1f')}%",
         "",
     ]
     if v["candidates"]:
@@ -145,7 +215,13 @@ def _curve(summary: Mapping[str, Any], kind: str) -> list[tuple[float, float, st
     modes = summary["modes"]
     pts = []
     if "sd" in modes:
-        pts.append((modes["sd"]["mean_acceptance_length"], 100 * modes["sd"]["accuracy"], "0" if kind == "judge" else "1"))
+        pts.append(
+            (
+                modes["sd"]["mean_acceptance_length"],
+                100 * modes["sd"]["accuracy"],
+                "0" if kind == "judge" else "1",
+            )
+        )
     fam = [a for a in modes.values() if a.get("kind") == kind]
     fam.sort(key=lambda a: a["threshold"] if kind == "judge" else a["top_k"])
     for a in fam:
@@ -162,7 +238,10 @@ def plot_tradeoff(summary: Mapping[str, Any], path: str | Path) -> Path:
 
     modes = summary["modes"]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for kind, style, name in (("judge", "o-", "AutoJudge (threshold T)"), ("topk", "s--", "Top-K baseline (K)")):
+    for kind, style, name in (
+        ("judge", "o-", "AutoJudge (threshold T)"),
+        ("topk", "s--", "Top-K baseline (K)"),
+    ):
         pts = _curve(summary, kind)
         if len(pts) > (1 if "sd" in modes else 0):
             xs, ys, labels = zip(*pts, strict=True)
@@ -175,10 +254,21 @@ def plot_tradeoff(summary: Mapping[str, Any], path: str | Path) -> Path:
                 offset = (4, 5) if kind == "judge" else (4, -11)  # judge labels above, Top-K below
                 ax.annotate(prefix + ", ".join(labs), (x, y), textcoords="offset points", xytext=offset,
                             fontsize=7, color=line.get_color())  # fmt: skip
-    for name, marker, color, label in (("ar", "D", "black", "target only"), ("sd", "*", "tab:green", "lossless SD")):
+    for name, marker, color, label in (
+        ("ar", "D", "black", "target only"),
+        ("sd", "*", "tab:green", "lossless SD"),
+    ):
         if name in modes:
             a = modes[name]
-            ax.plot([a["mean_acceptance_length"]], [100 * a["accuracy"]], marker, color=color, ms=11, label=label, zorder=5)
+            ax.plot(
+                [a["mean_acceptance_length"]],
+                [100 * a["accuracy"]],
+                marker,
+                color=color,
+                ms=11,
+                label=label,
+                zorder=5,
+            )
     rec = summary.get("recommended_mode")
     if rec in modes and rec not in ("ar", "sd"):
         a = modes[rec]
@@ -241,6 +331,6 @@ def write_report(root: str | Path, summary: Mapping[str, Any]) -> dict[str, Path
     tmp = md.with_name(".report.md.tmp")
     tmp.write_text(markdown_report(summary), encoding="utf-8")
     tmp.replace(md)
-    atomic_write_json(root / "summary.json", summary)
-    out["markdown"], out["summary"] = md, root / "summary.json"
+    atomic_write_json(root / SUMMARY_FILE, summary)
+    out["markdown"], out["summary"] = md, root / SUMMARY_FILE
     return out

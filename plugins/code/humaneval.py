@@ -40,7 +40,9 @@ class HumanEvalTask(CodeTask):
     eval_split: ClassVar[str] = "eval"
     test_timeout: ClassVar[float] = 6.0
 
-    def load(self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
+    def load(
+        self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None
+    ) -> list[Example]:
         if split not in SPLITS:
             raise ValueError(f"humaneval has splits {SPLITS}, not {split!r}")
         rows: list[Example] = []
@@ -50,12 +52,18 @@ class HumanEvalTask(CodeTask):
             half = hash_half(row["task_id"])
             if split != "test" and half != split:
                 continue
-            rows.append(Example(
-                id=humaneval_example_id(row["task_id"]),
-                question=row["prompt"],
-                reference={"task_id": row["task_id"], "entry_point": row["entry_point"], "test": row["test"]},
-                meta={"canonical_solution": row["canonical_solution"], "half": half},
-            ))
+            rows.append(
+                Example(
+                    id=humaneval_example_id(row["task_id"]),
+                    question=row["prompt"],
+                    reference={
+                        "task_id": row["task_id"],
+                        "entry_point": row["entry_point"],
+                        "test": row["test"],
+                    },
+                    meta={"canonical_solution": row["canonical_solution"], "half": half},
+                )
+            )
         return rows
 
     def build_messages(self, example: Example) -> Messages:

@@ -140,7 +140,9 @@ def parse_tests(raw: list[dict[str, Any]]) -> list[LCBTest]:
     for i, t in enumerate(raw):
         inp, outp, kind = t.get("input"), t.get("output"), t.get("testtype")
         if not isinstance(inp, str) or not isinstance(outp, str) or kind not in TEST_TYPES:
-            raise LCBFormatError(f"test {i} is malformed: needs str input/output and testtype in {TEST_TYPES}")
+            raise LCBFormatError(
+                f"test {i} is malformed: needs str input/output and testtype in {TEST_TYPES}"
+            )
         out.append(LCBTest(inp, outp, kind))
     return out
 

@@ -60,7 +60,9 @@ def read_lcb_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a local dump: a ``.jsonl`` / ``.parquet`` file, or a directory of them (sorted by name)."""
     path = Path(path).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".parquet") or p.name.endswith(".jsonl.gz"))
+        files = sorted(
+            p for p in path.iterdir() if p.suffix in (".jsonl", ".parquet") or p.name.endswith(".jsonl.gz")
+        )
         if not files:
             raise FileNotFoundError(f"{path} holds no .jsonl or .parquet file")
         return [row for f in files for row in read_lcb_rows(f)]
@@ -70,7 +72,9 @@ def read_lcb_rows(path: str | Path) -> list[dict[str, Any]]:
     for i, row in enumerate(rows):
         missing = [f for f in _FIELDS if f not in row]
         if missing:
-            raise LCBFormatError(f"{path}: row {i} lacks {', '.join(missing)} (not code_generation_lite format)")
+            raise LCBFormatError(
+                f"{path}: row {i} lacks {', '.join(missing)} (not code_generation_lite format)"
+            )
     return rows
 
 
@@ -85,7 +89,9 @@ class LiveCodeBenchTask(CodeTask):
     eval_split: ClassVar[str] = "eval"
     test_timeout: ClassVar[float] = 6.0
 
-    def __init__(self, version: str | None = None, path: str | Path | None = None, sandbox: str | None = None) -> None:
+    def __init__(
+        self, version: str | None = None, path: str | Path | None = None, sandbox: str | None = None
+    ) -> None:
         super().__init__(sandbox)
         if version is not None:
             lcb_release_files(version)  # validates an explicit choice now; AJ_LCB_VERSION when loading
@@ -96,14 +102,20 @@ class LiveCodeBenchTask(CodeTask):
 
     @property
     def dataset(self) -> str:
-        return f"livecodebench/{self.version}" if self.path is None else f"livecodebench/path:{Path(self.path).name}"
+        return (
+            f"livecodebench/{self.version}"
+            if self.path is None
+            else f"livecodebench/path:{Path(self.path).name}"
+        )
 
     def _rows(self, data_dir: str | Path | None) -> list[dict[str, Any]]:
         if self.path is not None:
             return read_lcb_rows(self.path)
         return [row for f in find_lcb_files(self.version, data_dir) for row in read_lcb_rows(f)]
 
-    def load(self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
+    def load(
+        self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None
+    ) -> list[Example]:
         if split not in SPLITS:
             raise ValueError(f"livecodebench has splits {SPLITS}, not {split!r}")
         rows: list[Example] = []
@@ -118,15 +130,27 @@ class LiveCodeBenchTask(CodeTask):
             seen.add(qid)
             starter = row.get("starter_code") or ""
             fn = func_name(row.get("metadata"))
-            rows.append(Example(
-                id=f"lcb-{qid}",
-                question=row["question_content"],
-                reference={"question_id": qid, "platform": row.get("platform"), "difficulty": row.get("difficulty"),
-                           "contest_date": str(row.get("contest_date") or ""), "func_name": fn,
-                           "testtype": "functional" if fn else "stdin"},
-                meta={"starter_code": starter, "title": row.get("question_title"), "half": half,
-                      "public_test_cases": row["public_test_cases"], "private_test_cases": row["private_test_cases"]},
-            ))
+            rows.append(
+                Example(
+                    id=f"lcb-{qid}",
+                    question=row["question_content"],
+                    reference={
+                        "question_id": qid,
+                        "platform": row.get("platform"),
+                        "difficulty": row.get("difficulty"),
+                        "contest_date": str(row.get("contest_date") or ""),
+                        "func_name": fn,
+                        "testtype": "functional" if fn else "stdin",
+                    },
+                    meta={
+                        "starter_code": starter,
+                        "title": row.get("question_title"),
+                        "half": half,
+                        "public_test_cases": row["public_test_cases"],
+                        "private_test_cases": row["private_test_cases"],
+                    },
+                )
+            )
         return rows
 
     def build_messages(self, example: Example) -> Messages:
@@ -144,8 +168,11 @@ class LiveCodeBenchTask(CodeTask):
             if t.testtype == "functional":
                 if not fn:
                     raise LCBFormatError(f"{example.id}: functional test without metadata.func_name")
-                tests.append(TestCase.call(fn, t.call_args(), t.expected_value(), compare="lcb",
-                                           timeout=self.test_timeout))
+                tests.append(
+                    TestCase.call(
+                        fn, t.call_args(), t.expected_value(), compare="lcb", timeout=self.test_timeout
+                    )
+                )
             else:
                 tests.append(TestCase.stdio(t.input, t.output, timeout=self.test_timeout))
         return Suite(tests=tuple(tests), prelude=LCB_PRELUDE)

@@ -32,7 +32,9 @@ class MBPPTask(CodeTask):
     eval_split: ClassVar[str] = "test"
     test_timeout: ClassVar[float] = 10.0  # a few reference solutions (e.g. task 123) are slow on a loaded CPU
 
-    def load(self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
+    def load(
+        self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None
+    ) -> list[Example]:
         if split not in MBPP_SPLITS:
             raise ValueError(f"mbpp has splits {tuple(MBPP_SPLITS)}, not {split!r}")
         ids = MBPP_SPLITS[split]
@@ -40,13 +42,18 @@ class MBPPTask(CodeTask):
         for row in iter_jsonl(find_mbpp(data_dir)):
             if int(row["task_id"]) not in ids:
                 continue
-            rows.append(Example(
-                id=f"mbpp-{row['task_id']}",
-                question=row["text"],
-                reference={"task_id": int(row["task_id"]), "test_list": list(row["test_list"]),
-                           "test_setup_code": row.get("test_setup_code") or ""},
-                meta={"code": row["code"]},
-            ))
+            rows.append(
+                Example(
+                    id=f"mbpp-{row['task_id']}",
+                    question=row["text"],
+                    reference={
+                        "task_id": int(row["task_id"]),
+                        "test_list": list(row["test_list"]),
+                        "test_setup_code": row.get("test_setup_code") or "",
+                    },
+                    meta={"code": row["code"]},
+                )
+            )
         rows.sort(key=lambda e: e.reference["task_id"])  # task-id order, whatever the file's order
         return rows[:limit]
 
@@ -55,6 +62,7 @@ class MBPPTask(CodeTask):
 
     def build_suite(self, example: Example) -> Suite:
         ref = example.reference
-        tests, setup, _ = assert_tests(ref["test_list"], None, timeout=self.test_timeout,
-                                       setup_prefix=ref["test_setup_code"])
+        tests, setup, _ = assert_tests(
+            ref["test_list"], None, timeout=self.test_timeout, setup_prefix=ref["test_setup_code"]
+        )
         return Suite(tests=tests, setup=setup)

@@ -43,9 +43,7 @@ LCB_FORMAT_WITHOUT_STARTER_CODE = (
     "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on "
     "the sample inputs). Enclose your code within delimiters as follows."
 )
-HUMANEVAL_INSTRUCTION = (
-    "Please provide a self-contained Python script that solves the following problem in a markdown code block:"
-)
+HUMANEVAL_INSTRUCTION = "Please provide a self-contained Python script that solves the following problem in a markdown code block:"
 MBPP_INSTRUCTION = "You are an expert Python programmer, and here is your task:"
 
 
@@ -78,7 +76,12 @@ def humaneval_messages(prompt: str) -> Messages:
 def mbpp_messages(text: str, tests: Sequence[str]) -> Messages:
     """The standard MBPP prompt (task text + its test asserts) asking for one fenced block."""
     shown = "\n".join(t.strip() for t in tests)
-    return [{"role": "user", "content": (
-        f"{MBPP_INSTRUCTION} {text.strip()} Your code should pass these tests:\n\n{shown}\n\n"
-        "Write the complete Python function in a single ```python code block."
-    )}]
+    return [
+        {
+            "role": "user",
+            "content": (
+                f"{MBPP_INSTRUCTION} {text.strip()} Your code should pass these tests:\n\n{shown}\n\n"
+                "Write the complete Python function in a single ```python code block."
+            ),
+        }
+    ]

@@ -49,7 +49,9 @@ class CodeSelectorTask(Task):
     def _default(self) -> CodeTask:
         return self.for_dataset(self.default_dataset)
 
-    def load(self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
+    def load(
+        self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None
+    ) -> list[Example]:
         return self._default().load(split, data_dir=data_dir, limit=limit)
 
     def build_messages(self, example: Example) -> Messages:

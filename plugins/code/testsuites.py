@@ -24,8 +24,9 @@ __all__ = ["UNCONVERTED_FN", "assert_tests"]
 UNCONVERTED_FN = "_aj_unconverted_asserts"
 
 
-def assert_tests(test_code: str | Sequence[str], entry_point: str | None, *, timeout: float,
-                 setup_prefix: str = "") -> tuple[tuple[TestCase, ...], str, int]:
+def assert_tests(
+    test_code: str | Sequence[str], entry_point: str | None, *, timeout: float, setup_prefix: str = ""
+) -> tuple[tuple[TestCase, ...], str, int]:
     """``(tests, setup, number of unconverted statements)`` for assert-style test code."""
     suite = parse_asserts(test_code, entry_point)
     tests = [replace(t, timeout=timeout) for t in suite.tests]

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from typing import Any, ClassVar
 
 from autojudge.core.compare import math as checks
+from autojudge.core.compare.math import MathVerifyComparer
 from autojudge.core.compare.pool import CheckOutcome
 from autojudge.core.task import Example, Messages, Task
 from autojudge.plugins.math.extract import extract_final_answer
@@ -40,7 +41,7 @@ class MathTask(Task):
     def build_messages(self, example: Example) -> Messages:
         return build_math_messages(example.question, self.fewshot)
 
-    # -- judging --------------------------------------------------------------------------------------------
+    # -- comparing ------------------------------------------------------------------------------------------
     def extract_answer(self, response: str) -> str | None:
         return extract_final_answer(response)
 
@@ -54,10 +55,13 @@ class MathTask(Task):
             answer, example.reference, numeric=self.numeric, timeout=self.check_timeout
         )
 
+    def comparer(self) -> MathVerifyComparer:
+        """The ``math-verify`` comparer with this task's ``numeric`` and ``check_timeout``."""
+        return MathVerifyComparer(numeric=self.numeric, timeout=self.check_timeout)
+
     def equivalent_outcomes(self, items: Sequence[tuple[Any, Any, Example]]) -> list[CheckOutcome]:
         """Equivalence of every ``(a, b, example)``, concurrently, with timeout flags; input order."""
-        pairs = [(a, b) for a, b, _ in items]
-        return checks.check_equivalent(pairs, numeric=self.numeric, timeout=self.check_timeout)
+        return self.comparer().compare_many(items)
 
     def correct_outcomes(self, items: Sequence[tuple[Any, Example]]) -> list[CheckOutcome]:
         """Correctness of every ``(answer, example)``, concurrently, with timeout flags; input order."""

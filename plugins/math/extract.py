@@ -9,8 +9,8 @@ Rules, first that matches wins (within a rule, the **last** occurrence counts):
    the line, Minerva's trailing "I hope it is correct." removed.
 3. ``#### X`` (GSM8K reference style), X up to the end of the line.
 4. ``the answer is X`` / ``answer: X`` (the few-shot exemplars' style).
-5. The response *ends* with a number (``-1,234.5``, ``3/4``), ignoring trailing
-   punctuation, markdown and math delimiters.
+5. The response *ends* with a number (``-1,234.5``, ``3/4``, ``2.5e3``), ignoring
+   trailing punctuation, markdown and math delimiters.
 
 The answer is returned as cleaned text (surrounding ``$``/``\\(\\)``/``\\[\\]``,
 ``**``, a trailing period removed); ``None`` when nothing matches or the match is
@@ -31,7 +31,7 @@ _FINAL_RE = re.compile(r"final\s+answer\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
 _HASH_RE = re.compile(r"####\s*(.+)")
 _ANSWER_RE = re.compile(r"(?:the\s+answer\s+is|\banswer\s*:)\s*:?\s*(.+)", re.IGNORECASE)
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
-_NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+"
+_NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+|/\d+)?|-?\.\d+(?:[eE][+-]?\d+)?"
 _TRAILING_NUMBER_RE = re.compile(rf"(?:^|[\s=:(\[{{$])({_NUMBER})$")
 _TRAILING_JUNK = " \t\n.!,;*_$)]}\\"
 

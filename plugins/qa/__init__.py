@@ -1,1 +1,1 @@
-"""Built-in open QA task ``qa``: short factual questions, answers compared by an LLM judge."""
+"""Built-in open QA task ``qa``: short factual questions, answers compared by an LLM."""

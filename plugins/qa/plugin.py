@@ -1,6 +1,6 @@
 """Built-in plugin ``builtin:qa``: registers the ``qa`` task through the public hook.
 
-Construction is cheap: no data is read and no judge model is loaded until used.
+Construction is cheap: no data is read and no comparing model is loaded until used.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``qa`` task: open-ended short-answer questions whose answers an LLM judge compares.
+"""The ``qa`` task: open-ended short-answer questions whose answers an LLM compares.
 
 Data (first match wins):
 
@@ -19,10 +19,11 @@ the form "Answer: <short answer>"." Answer extraction: the text after the last
 ``Answer:`` line (markdown such as ``**Answer:**`` allowed) when there is one,
 else the whole response; blank means no answer (``None``).
 
-Equivalence and correctness: :class:`~autojudge.core.compare.llm.task.LLMJudgedTask`
-with ``AJ_QA_JUDGE`` (default ``local:qwen2.5-coder-1.5b-instruct``, the default
-pair's target, offline). Correct = identical (after normalisation) to the answer
-or an alias, else the judge compares it with ``answer``.
+Equivalence and correctness: :class:`~autojudge.core.compare.llm.task.LLMComparedTask`
+(the ``llm`` comparer) configured by ``AJ_QA_JUDGE`` (a name kept for compatibility;
+default ``local:qwen2.5-coder-1.5b-instruct``, the default pair's target, offline).
+Correct = identical (after normalisation) to the answer or an alias, else the
+comparing model compares it with ``answer``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar
 
-from autojudge.core.compare.llm.task import LLMJudgedTask
+from autojudge.core.compare.llm.task import LLMComparedTask
 from autojudge.core.data import DatasetNotFoundError, data_dirs, iter_jsonl
 from autojudge.core.task import Example, Messages
 
@@ -45,7 +46,8 @@ QA_DATA_RELPATH = "qa/questions.jsonl"
 SPLITS = ("train", "test", "all")
 
 _ANSWER_LINE_RE = re.compile(
-    r"^[ \t*_#>-]*(?:final[ \t]+)?answer[ \t*_]*[:：][ \t*_]*(?P<a>.*?)[ \t*_]*$", re.IGNORECASE | re.MULTILINE
+    r"^[ \t*_#>-]*(?:final[ \t]+)?answer[ \t*_]*[:：][ \t*_]*(?P<a>.*?)[ \t*_]*$",
+    re.IGNORECASE | re.MULTILINE,
 )
 
 
@@ -63,17 +65,17 @@ def qa_split_of(example_id: str) -> str:
     return "train" if hashlib.sha256(example_id.encode("utf-8")).digest()[0] % 2 == 0 else "test"
 
 
-class QATask(LLMJudgedTask):
-    """Short open-domain factual questions; an LLM judge decides equivalence and correctness."""
+class QATask(LLMComparedTask):
+    """Short open-domain factual questions; an LLM comparer decides equivalence and correctness."""
 
     name: ClassVar[str] = "qa"
     description: ClassVar[str] = (
-        "Short factual open QA (80 shipped questions or AJ_QA_DATA); answers compared by an LLM judge (AJ_QA_JUDGE)."
+        "Short factual open QA (80 shipped questions or AJ_QA_DATA); answers compared by an LLM (AJ_QA_JUDGE)."
     )
     mining_split: ClassVar[str] = "train"
     eval_split: ClassVar[str] = "test"
-    judge_env_prefix: ClassVar[str] = "AJ_QA_JUDGE"
-    default_judge: ClassVar[str] = "local:qwen2.5-coder-1.5b-instruct"
+    comparer_env_prefix: ClassVar[str] = "AJ_QA_JUDGE"
+    default_comparer: ClassVar[str] = "local:qwen2.5-coder-1.5b-instruct"
 
     # -- data -------------------------------------------------------------------------------------------
     def data_path(self, data_dir: str | Path | None = None) -> Path:
@@ -93,7 +95,9 @@ class QATask(LLMJudgedTask):
                 return d / QA_DATA_RELPATH
         return Path(str(files(__package__) / "questions.jsonl"))
 
-    def load(self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None) -> list[Example]:
+    def load(
+        self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None
+    ) -> list[Example]:
         if split not in SPLITS:
             raise ValueError(f"qa has splits {SPLITS}, not {split!r}")
         path = self.data_path(data_dir)
@@ -159,5 +163,8 @@ def _example(row: Any, path: Path, lineno: int) -> Example:
     if split not in ("train", "test"):
         raise ValueError(f"{where}: 'split' must be 'train' or 'test', got {split!r}")
     return Example(
-        id=ex_id, question=question.strip(), reference=answer.strip(), meta={"aliases": aliases, "split": split}
+        id=ex_id,
+        question=question.strip(),
+        reference=answer.strip(),
+        meta={"aliases": aliases, "split": split},
     )

@@ -5,7 +5,7 @@ with an installation hint when vLLM is missing or is not the pinned version (the
 hooks use vLLM's private model-runner API, see :mod:`.sampler`).
 
 * :class:`~autojudge.core.backends.vllm.engine.VLLMEngine`: ``ar`` / ``sd`` / ``judge``
-  generation for batches of prompts;
+  generation for batches of prompts (built by :func:`autojudge.core.backends.open_vllm`);
 * :mod:`~autojudge.core.backends.vllm.worker`: the worker extension
   (``worker_extension_cls``) with the ``install_judge`` / ``judge_stats`` RPCs;
 * :mod:`~autojudge.core.backends.vllm.plugin`: the ``vllm.general_plugins`` and
@@ -49,11 +49,11 @@ def require_vllm() -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("VLLMEngine", "VLLMResult", "VLLMMetrics"):
+    if name == "VLLMEngine":
         from autojudge.core.backends.vllm import engine
 
         return getattr(engine, name)
     raise AttributeError(name)
 
 
-__all__ = ["INSTALL_HINT", "VLLM_VERSION", "VLLMEngine", "VLLMMetrics", "VLLMResult", "VLLMUnavailableError", "require_vllm"]
+__all__ = ["INSTALL_HINT", "VLLM_VERSION", "VLLMEngine", "VLLMUnavailableError", "require_vllm"]

@@ -12,26 +12,31 @@ Both vLLM engines run in this process by default (``VLLM_ENABLE_V1_MULTIPROCESSI
 ``distributed_executor_backend="uni"``): start-up is several times faster on a small
 machine and tests can reach the model runner. ``multiprocess=True`` keeps vLLM's
 default process layout (needed for tensor parallelism); the judge travels to the
-workers as a JSON-able config either way.
+workers as its JSON-able description (:meth:`~autojudge.core.judge.Judge.describe`,
+rebuilt there through the plugin registry) either way.
 
 Limits: the number of draft tokens ``k`` is fixed when the speculative engine is
 created (vLLM's ``num_speculative_tokens``); acceptance metrics are per call (the
-whole batch), from vLLM's own spec-decode counters plus the judge's counters.
+whole batch), from vLLM's own spec-decode counters plus the judge's counters, in the
+engine's :class:`~autojudge.core.metrics.GenerationMetrics` (per-cycle lists rebuilt
+from the per-position counts). Results are the engine's
+:class:`~autojudge.core.engine.GenerationResult`; :class:`PerPromptEngine` puts this
+engine behind the one-prompt :class:`~autojudge.core.engine.Engine` protocol.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from autojudge.core.backends.vllm import require_vllm
-from autojudge.core.backends.vllm.worker import WORKER_EXTENSION, judge_config
-
-MODES = ("ar", "sd", "judge")
+from autojudge.core.backends.vllm.worker import WORKER_EXTENSION, build_judge
+from autojudge.core.engine import GenerationResult, Mode, check_mode, encode
+from autojudge.core.judge import Judge
+from autojudge.core.metrics import GenerationMetrics
 
 _COUNTERS = (
     "num_drafts",
@@ -40,74 +45,6 @@ _COUNTERS = (
     "num_judge_accepted",
     "num_mismatches_reached",
 )
-
-
-@dataclass
-class VLLMMetrics:
-    """Acceptance and speed of one ``generate`` call (the whole batch), named like the engine's metrics."""
-
-    num_prompts: int = 0
-    num_prompt_tokens: int = 0
-    num_output_tokens: int = 0
-    num_drafts: int = 0  # per request and verification step with draft tokens (vLLM's counter)
-    num_draft_tokens: int = 0
-    num_accepted_tokens: int = 0  # lossless matches + judge accepts
-    num_judge_accepted: int = 0
-    num_mismatches_reached: int = 0
-    accepted_per_position: list[int] = field(default_factory=list)
-    wall_time: float = 0.0
-
-    @property
-    def mean_acceptance_length(self) -> float:
-        """Tokens emitted per verification (accepted drafts + 1), as the engine's metric; 1.0 target-only."""
-        return (self.num_accepted_tokens + self.num_drafts) / self.num_drafts if self.num_drafts else 1.0
-
-    @property
-    def draft_acceptance_rate(self) -> float:
-        return self.num_accepted_tokens / self.num_draft_tokens if self.num_draft_tokens else 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.num_output_tokens / self.wall_time if self.wall_time > 0 else 0.0
-
-    def acceptance_per_position(self) -> list[float]:
-        return [a / self.num_drafts if self.num_drafts else 0.0 for a in self.accepted_per_position]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "num_prompts": self.num_prompts,
-            "num_prompt_tokens": self.num_prompt_tokens,
-            "num_output_tokens": self.num_output_tokens,
-            "num_drafts": self.num_drafts,
-            "num_draft_tokens": self.num_draft_tokens,
-            "num_accepted_tokens": self.num_accepted_tokens,
-            "num_judge_accepted": self.num_judge_accepted,
-            "num_mismatches_reached": self.num_mismatches_reached,
-            "mean_acceptance_length": self.mean_acceptance_length,
-            "draft_acceptance_rate": self.draft_acceptance_rate,
-            "acceptance_per_position": self.acceptance_per_position(),
-            "wall_time": self.wall_time,
-            "tokens_per_s": self.tokens_per_s,
-        }
-
-
-@dataclass
-class VLLMResult:
-    """One prompt's output; ``metrics`` is shared by every result of the same ``generate`` call."""
-
-    tokens: list[int]
-    text: str
-    finish_reason: str  # "eos", "stop" or "length" (the engine's names)
-    metrics: VLLMMetrics
-    prompt_tokens: list[int] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "tokens": self.tokens,
-            "finish_reason": self.finish_reason,
-            "metrics": self.metrics.as_dict(),
-        }
 
 
 def _model_dir(spec: str | Path) -> str:
@@ -223,23 +160,43 @@ class VLLMEngine:
             self._fingerprints = fp
         return self._fingerprints
 
-    def judge_config(self, judge: str | Path, threshold: float | None = None) -> dict[str, Any]:
-        """A judge config checked here (artifact readable, fingerprints, features) before workers load it."""
-        from autojudge.core.backends.vllm.worker import build_judge
+    def judge_description(
+        self, judge: Judge | Mapping[str, Any] | str, threshold: float | None = None
+    ) -> dict[str, Any]:
+        """The description of ``judge`` that the workers rebuild, checked here first (kind, features).
 
-        fp = self.fingerprints()
-        cfg = judge_config(
-            str(judge), threshold=threshold, target_fingerprint=fp["target"], draft_fingerprint=fp.get("draft")
-        )
-        build_judge(cfg)  # raises JudgeArtifactError / ValueError with the file's name
-        return cfg
+        ``judge``: a :class:`~autojudge.core.judge.Judge`, its description
+        (:meth:`~autojudge.core.judge.Judge.describe`), or a registered kind's ``--judge`` form
+        (``never``, ``always``, ``topk:K``, ``prob:P``, a plugin's). Judge artifact files are
+        resolved one floor up: ``autojudge.judges.spec.load_judge_spec(path, target=fp["target"],
+        draft=fp.get("draft"))`` with ``fp = self.fingerprints()``. ``threshold`` overrides the
+        judge's (not for a kind's string form, like ``--threshold``).
+        """
+        if isinstance(judge, str):
+            from autojudge.plugins.manager import judge_from_spec, judge_spec_forms
 
-    def install(self, config: dict[str, Any] | None) -> None:
-        """Install a judge config (None: lossless) in every worker of the speculative engine."""
-        if config == self._installed:
+            named = judge_from_spec(judge)
+            if named is None:
+                raise ValueError(
+                    f"judge {judge!r} names no registered judge kind ({', '.join(judge_spec_forms())}); "
+                    "load a judge artifact with autojudge.judges.spec.load_judge_spec and pass the judge"
+                )
+            if threshold is not None:
+                raise ValueError("a threshold applies to trained judge artifacts, not to baseline judges")
+            judge = named
+        description = dict(judge.describe() if isinstance(judge, Judge) else judge)
+        if threshold is not None:
+            description["threshold"] = threshold
+        if description != self._installed:
+            build_judge(description)  # unknown kind, malformed description, 'dd' features: ValueError here
+        return description
+
+    def install(self, description: Mapping[str, Any] | None) -> None:
+        """Install the judge of ``description`` (None: lossless) in every worker of the speculative engine."""
+        if description == self._installed:
             return
-        self.llm("spec").collective_rpc("install_judge", args=(config,))
-        self._installed = config
+        self.llm("spec").collective_rpc("install_judge", args=(description,))
+        self._installed = None if description is None else dict(description)
 
     def judge_stats(self, reset: bool = False) -> dict[str, Any]:
         """Verification and judge counters of the speculative engine (rank 0's; every rank decides alike)."""
@@ -260,33 +217,32 @@ class VLLMEngine:
 
     # -- generation ---------------------------------------------------------------------
     def encode(self, prompt: str | Sequence[int]) -> list[int]:
-        """Token ids; text is tokenized without special tokens, like the engine (chat templates carry them)."""
-        if isinstance(prompt, str):
-            return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        return [int(t) for t in prompt]
+        """Token ids, as the engine's (:func:`autojudge.core.engine.encode`)."""
+        return encode(self.tokenizer, prompt)
 
     def generate(
         self,
         prompts: str | Sequence[int] | Sequence[str | Sequence[int]],
         *,
-        mode: str = "sd",
-        judge: str | Path | dict[str, Any] | None = None,
+        mode: Mode = "sd",
+        judge: Judge | Mapping[str, Any] | str | None = None,
         threshold: float | None = None,
         k: int | None = None,
         max_new_tokens: int = 256,
         stop_sequences: Sequence[str] = (),
         eos_token_ids: Iterable[int] | None = None,
-    ) -> list[VLLMResult]:
+    ) -> list[GenerationResult]:
         """Greedy generation for every prompt (one call = one vLLM batch); results in prompt order.
 
-        ``judge`` is a baseline name (``never``, ``always``, ``topk:K``, ``prob:P``), a judge
-        artifact path, or a config from :meth:`judge_config`. A single prompt (a string or a
-        list of ints) still returns a list of one result.
+        ``judge`` is a :class:`~autojudge.core.judge.Judge`, its description, or a registered
+        kind's form (``never``, ``always``, ``topk:K``, ``prob:P``): see :meth:`judge_description`. A single prompt (a string or a
+        list of ints) still returns a list of one result. Every result shares the batch's
+        metrics: vLLM's counters, with the per-cycle lists rebuilt from the per-position counts
+        (``ar``: one cycle per token after a prompt's first, nothing proposed, like the engine).
         """
         from vllm import SamplingParams
 
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+        check_mode(mode)
         if k is not None and k != self.k and mode != "ar":
             raise ValueError(
                 f"this VLLMEngine verifies k={self.k} draft tokens (vLLM fixes num_speculative_tokens "
@@ -309,7 +265,7 @@ class VLLMEngine:
             if mode == "judge":
                 if judge is None:
                     raise ValueError("mode 'judge' needs a judge")
-                cfg = judge if isinstance(judge, dict) else self.judge_config(judge, threshold)
+                cfg = self.judge_description(judge, threshold)
             else:
                 cfg = None
             self.install(cfg)
@@ -328,7 +284,9 @@ class VLLMEngine:
         outs = llm.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=False)
         wall = time.perf_counter() - t0
 
-        met = VLLMMetrics(num_prompts=len(ids), num_prompt_tokens=sum(map(len, ids)), wall_time=wall)
+        met = GenerationMetrics(
+            num_generations=len(ids), num_prompt_tokens=sum(map(len, ids)), wall_time=wall
+        )
         if before is not None:
             after = self.judge_stats()
             for key in _COUNTERS:
@@ -337,76 +295,41 @@ class VLLMEngine:
             met.accepted_per_position = [
                 a - (pb[i] if i < len(pb) else 0) for i, a in enumerate(after["accepted_per_position"])
             ]
+            met = met.with_cycles(self.k)
         results = []
         for p, out in zip(ids, outs, strict=True):
             c = out.outputs[0]
             toks = list(c.token_ids)
             met.num_output_tokens += len(toks)
-            reason = "length" if c.finish_reason == "length" else ("stop" if isinstance(c.stop_reason, str) else "eos")
-            results.append(VLLMResult(tokens=toks, text=c.text, finish_reason=reason, metrics=met, prompt_tokens=p))
+            if mode == "ar":  # like the engine: one cycle per token after the first, nothing proposed
+                n = max(len(toks) - 1, 0)
+                met.num_drafts += n
+                met.proposed_per_cycle += [0] * n
+                met.accepted_per_cycle += [0] * n
+                met.emitted_per_cycle += [1] * n
+            reason = (
+                "length"
+                if c.finish_reason == "length"
+                else ("stop" if isinstance(c.stop_reason, str) else "eos")
+            )
+            results.append(
+                GenerationResult(tokens=toks, text=c.text, finish_reason=reason, metrics=met, prompt_tokens=p)
+            )
+        met.num_target_forwards = met.num_drafts + len(ids)  # a prefill per prompt + a verification per cycle
         return results
-
-
-def judge_spec_of(judge: Any, artifact: str | Path | None = None) -> str | dict[str, Any] | None:
-    """The vLLM judge spec for an engine :class:`~autojudge.core.judge.Judge` object.
-
-    Baselines map to their names; a :class:`~autojudge.core.judge.LinearJudge` (loaded
-    from ``artifact``) maps to the artifact path with the judge's threshold.
-    """
-    from autojudge.core.judge import AlwaysAccept, LinearJudge, NeverAccept, ProbThresholdJudge, TopKJudge
-
-    if judge is None or isinstance(judge, (str, dict)):
-        return judge
-    if isinstance(judge, NeverAccept):
-        return "never"
-    if isinstance(judge, AlwaysAccept):
-        return "always"
-    if isinstance(judge, TopKJudge):
-        return f"topk:{judge.k}"
-    if isinstance(judge, ProbThresholdJudge):
-        return f"prob:{judge.p_min}"
-    if isinstance(judge, LinearJudge):
-        if artifact is None:
-            raise ValueError("a LinearJudge needs the path of its artifact to run on vLLM")
-        return judge_config(str(artifact), threshold=judge.threshold)
-    raise TypeError(f"the vLLM backend cannot run judge {type(judge).__name__}")
-
-
-def generation_metrics(m: VLLMMetrics, k: int) -> Any:
-    """Engine-style :class:`~autojudge.core.metrics.GenerationMetrics` for a single prompt's ``VLLMMetrics``.
-
-    The per-cycle lists are rebuilt from vLLM's per-position counts (``accepted_per_position[i]``
-    = cycles that accepted draft position ``i``), which fixes the multiset of accepted lengths
-    exactly; cycle order is lost, and every cycle counts as proposing ``k`` tokens.
-    """
-    from autojudge.core.metrics import GenerationMetrics
-
-    g = GenerationMetrics(num_prompt_tokens=m.num_prompt_tokens, num_output_tokens=m.num_output_tokens)
-    g.num_drafts, g.num_draft_tokens = m.num_drafts, m.num_draft_tokens
-    g.num_accepted_tokens, g.num_judge_accepted = m.num_accepted_tokens, m.num_judge_accepted
-    g.num_target_forwards = m.num_drafts + 1
-    g.wall_time = m.wall_time
-    per = list(m.accepted_per_position) + [0]
-    at_least = [m.num_drafts, *per]  # at_least[a] = cycles with >= a accepted
-    for a in range(len(at_least) - 1):
-        count = at_least[a] - at_least[a + 1]
-        g.accepted_per_cycle += [a] * count
-    g.proposed_per_cycle = [k] * len(g.accepted_per_cycle)
-    g.emitted_per_cycle = [a + 1 for a in g.accepted_per_cycle]
-    return g
 
 
 class PerPromptEngine:
     """A :class:`VLLMEngine` behind :class:`~autojudge.core.engine.SpeculativeEngine`'s one-prompt interface.
 
-    What ``aj run --backend vllm`` and ``aj decode --backend vllm`` use: ``generate(prompt, ...)``
-    returns a :class:`~autojudge.core.engine.GenerationResult` with engine-style metrics
-    (:func:`generation_metrics`); engine judge objects are translated by :func:`judge_spec_of`.
+    What :func:`autojudge.core.backends.open_engine` returns for ``backend="vllm"`` (``aj run`` and
+    ``aj decode --backend vllm``): it satisfies :class:`~autojudge.core.engine.Engine`;
+    ``generate(prompt, ...)`` returns the prompt's :class:`~autojudge.core.engine.GenerationResult`;
+    the judge object travels to vLLM's workers as its description.
     """
 
-    def __init__(self, engine: VLLMEngine, artifact: str | Path | None = None):
+    def __init__(self, engine: VLLMEngine):
         self.vllm = engine
-        self.artifact = artifact
 
     @property
     def tokenizer(self) -> Any:
@@ -416,7 +339,7 @@ class PerPromptEngine:
         self,
         prompt: str | Sequence[int],
         *,
-        mode: str = "sd",
+        mode: Mode = "sd",
         judge: Any = None,
         k: int | None = None,
         max_new_tokens: int = 256,
@@ -424,20 +347,8 @@ class PerPromptEngine:
         eos_token_ids: Iterable[int] | None = None,
         reuse_cache: bool = True,  # vLLM's prefix cache plays this role
         threshold: float | None = None,
-    ) -> Any:
-        from autojudge.core.engine import GenerationResult
-
-        spec = judge_spec_of(judge, self.artifact) if mode == "judge" else None
-        res = self.vllm.generate(
-            prompt, mode=mode, judge=spec, threshold=threshold, k=k, max_new_tokens=max_new_tokens,
-            stop_sequences=stop_sequences, eos_token_ids=eos_token_ids,
+    ) -> GenerationResult:
+        return self.vllm.generate(
+            prompt, mode=mode, judge=judge if mode == "judge" else None, threshold=threshold, k=k,
+            max_new_tokens=max_new_tokens, stop_sequences=stop_sequences, eos_token_ids=eos_token_ids,
         )[0]  # fmt: skip
-        met = generation_metrics(res.metrics, self.vllm.k if mode != "ar" else 0)
-        if mode == "ar":  # like the engine: one cycle per token after the first, nothing proposed
-            n = max(len(res.tokens) - 1, 0)
-            met.num_drafts, met.num_target_forwards = n, n + 1
-            met.proposed_per_cycle, met.accepted_per_cycle, met.emitted_per_cycle = [0] * n, [0] * n, [1] * n
-        return GenerationResult(
-            tokens=res.tokens, text=res.text, finish_reason=res.finish_reason, metrics=met,
-            prompt_tokens=res.prompt_tokens,
-        )  # fmt: skip

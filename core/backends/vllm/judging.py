@@ -86,7 +86,9 @@ class StepDecision:
         return self.match | self.accept
 
 
-def token_request_index(cu_num_draft_tokens: torch.Tensor, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def token_request_index(
+    cu_num_draft_tokens: torch.Tensor, num_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(request index, position within the request's window)`` of each flattened draft token."""
     cu = cu_num_draft_tokens.long()
     ar = torch.arange(num_tokens, device=cu.device)

@@ -1,11 +1,13 @@
 """vLLM plugins for ``vllm serve`` (and ``aj serve``, which starts ``vllm serve`` with them).
 
 * ``vllm.general_plugins`` -> :func:`register` (vLLM calls it in every process). When the
-  environment variable :data:`ENV_JUDGE` holds a judge config (JSON, see
-  :func:`autojudge.core.backends.vllm.worker.judge_config`), it wraps the model runners'
-  ``load_model`` so that each worker (every tensor-parallel rank) installs the judge right
-  after loading the target and the draft, before the first request. Without the variable
-  it does nothing.
+  environment variable :data:`ENV_JUDGE` holds a judge description (the JSON of
+  :meth:`autojudge.core.judge.Judge.describe`, optionally with an informational ``"spec"``)
+  or the path of a JSON file holding one, it wraps the model runners' ``load_model`` so that
+  each worker (every tensor-parallel rank) rebuilds the judge through the plugin registry
+  (:func:`autojudge.core.backends.vllm.worker.build_judge`) and installs it right after
+  loading the target and the draft, before the first request. ``aj serve`` resolves
+  ``--judge`` and sets it. Without the variable it does nothing.
 * ``vllm.endpoint_plugins`` -> :class:`AutojudgeEndpoint` (loaded only when named in
   ``VLLM_PLUGINS``): ``GET /autojudge/metrics`` returns the verification and judge
   counters as JSON through ``collective_rpc("judge_stats")`` (needs
@@ -18,6 +20,7 @@ import functools
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -28,17 +31,42 @@ METRICS_PATH = "/autojudge/metrics"
 _PATCHED = "_autojudge_load_model_patched"
 
 
-def judge_config_from_env() -> dict[str, Any] | None:
+def judge_description_from_env() -> dict[str, Any] | None:
+    """The judge description in :data:`ENV_JUDGE` (inline JSON, or a JSON file's path); None when unset."""
     raw = os.environ.get(ENV_JUDGE, "").strip()
     if not raw:
         return None
+    text, where = raw, ENV_JUDGE
+    if not raw.startswith("{"):
+        where = f"{ENV_JUDGE} file {raw!r}"
+        try:
+            text = Path(raw).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ValueError(
+                f"{ENV_JUDGE} must hold a judge description (JSON) or the path of a JSON file holding one; "
+                f"cannot read {raw!r} ({e})"
+            ) from e
     try:
-        cfg = json.loads(raw)
+        description = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{ENV_JUDGE} must hold a JSON judge config ({{\"spec\": PATH_OR_BASELINE, ...}}): {e}") from e
-    if not isinstance(cfg, dict) or "spec" not in cfg:
-        raise ValueError(f"{ENV_JUDGE} must be a JSON object with a 'spec' key, got {raw[:200]!r}")
-    return cfg
+        raise ValueError(f'{where} must hold a JSON judge description ({{"kind": ..., ...}}): {e}') from e
+    if not isinstance(description, dict) or "kind" not in description:
+        raise ValueError(f"{where} must hold a JSON object with a 'kind' key, got {text[:200]!r}")
+    return description
+
+
+@functools.lru_cache(maxsize=4)
+def _judge_summary(raw: str) -> dict[str, Any] | None:
+    """The installed judge for ``/autojudge/metrics``: its summary (no weights) and the ``spec`` it came from."""
+    description = judge_description_from_env()
+    if description is None:
+        return None
+    from autojudge.core.backends.vllm.worker import build_judge
+
+    summary = build_judge(description).summary()
+    if "spec" in description:
+        summary["spec"] = description["spec"]
+    return summary
 
 
 def _wrap_load_model(cls: type) -> None:
@@ -49,13 +77,14 @@ def _wrap_load_model(cls: type) -> None:
     @functools.wraps(original)
     def load_model(self: Any, *args: Any, **kwargs: Any) -> Any:
         out = original(self, *args, **kwargs)
-        cfg = judge_config_from_env()
-        if cfg is not None:
+        description = judge_description_from_env()
+        if description is not None:
             from autojudge.core.backends.vllm.sampler import install_judge_on_runner
             from autojudge.core.backends.vllm.worker import build_judge
 
-            install_judge_on_runner(self, build_judge(cfg, device=str(self.device)))
-            log.info("autojudge: judge %s installed in %s", cfg.get("spec"), type(self).__name__)
+            install_judge_on_runner(self, build_judge(description, device=str(self.device)))
+            label = description.get("spec") or description["kind"]
+            log.info("autojudge: judge %s installed in %s", label, type(self).__name__)
         return out
 
     setattr(load_model, _PATCHED, True)
@@ -64,7 +93,7 @@ def _wrap_load_model(cls: type) -> None:
 
 def register() -> None:
     """The ``vllm.general_plugins`` entry point: install the judge of :data:`ENV_JUDGE` in every model runner."""
-    if judge_config_from_env() is None:
+    if judge_description_from_env() is None:
         return
     from autojudge.core.backends.vllm import require_vllm
 
@@ -104,11 +133,15 @@ class AutojudgeEndpoint:
                 )  # fmt: skip
             stats = dict(per_rank[0])
             drafts = stats.get("num_drafts", 0)
-            stats["mean_acceptance_length"] = (stats.get("num_accepted_tokens", 0) + drafts) / drafts if drafts else 0.0
-            stats["draft_acceptance_rate"] = (
-                stats.get("num_accepted_tokens", 0) / stats["num_draft_tokens"] if stats.get("num_draft_tokens") else 0.0
+            stats["mean_acceptance_length"] = (
+                (stats.get("num_accepted_tokens", 0) + drafts) / drafts if drafts else 0.0
             )
-            stats["judge"] = judge_config_from_env()
+            stats["draft_acceptance_rate"] = (
+                stats.get("num_accepted_tokens", 0) / stats["num_draft_tokens"]
+                if stats.get("num_draft_tokens")
+                else 0.0
+            )
+            stats["judge"] = _judge_summary(os.environ.get(ENV_JUDGE, ""))
             return JSONResponse(stats)
 
     async def init_state(self, engine_client: Any, state: Any, args: Any) -> None:

@@ -95,7 +95,9 @@ def judged_sampler_class() -> type:
             if hidden.shape[0] < n + len(metadata.num_draft_tokens):
                 log.warning("autojudge: hidden states do not cover the draft tokens; step left lossless")
                 return processed
-            eligible = _eligible_requests(sampling_metadata, step, len(metadata.num_draft_tokens), processed.device)
+            eligible = _eligible_requests(
+                sampling_metadata, step, len(metadata.num_draft_tokens), processed.device
+            )
             if eligible is None:
                 return processed
             positions = step.get("judge_positions")

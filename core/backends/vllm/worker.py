@@ -2,15 +2,17 @@
 
 Pass ``worker_extension_cls=WORKER_EXTENSION`` to ``vllm.LLM`` (or
 ``--worker-extension-cls`` to ``vllm serve``); vLLM mixes this class into its
-worker class, so ``llm.collective_rpc("install_judge", args=(config,))`` runs
+worker class, so ``llm.collective_rpc("install_judge", args=(description,))`` runs
 :meth:`AutojudgeWorkerExtension.install_judge` in every worker (all tensor-parallel
-ranks). ``config`` is a plain JSON-able dict (:func:`judge_config`): the judge is
-loaded from its spec (baseline name or artifact path) inside the worker, so no
-Python objects cross process boundaries.
+ranks). ``description`` is the judge's JSON-able
+:meth:`~autojudge.core.judge.Judge.describe` output (a trained judge's weights
+inline): :func:`build_judge` rebuilds it through the plugin registry's judge kinds,
+so no Python objects and no file paths cross process boundaries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from autojudge.core.judge import Judge
@@ -18,46 +20,11 @@ from autojudge.core.judge import Judge
 WORKER_EXTENSION = "autojudge.core.backends.vllm.worker.AutojudgeWorkerExtension"
 
 
-def judge_config(
-    spec: str,
-    *,
-    threshold: float | None = None,
-    target_fingerprint: dict[str, Any] | None = None,
-    draft_fingerprint: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The JSON-able description of a judge that :func:`build_judge` turns back into a :class:`Judge`."""
-    return {
-        "spec": str(spec),
-        "threshold": threshold,
-        "target_fingerprint": target_fingerprint,
-        "draft_fingerprint": draft_fingerprint,
-    }
+def build_judge(description: Mapping[str, Any], device: str | None = None) -> Judge:
+    """The judge of ``description`` (rebuilt by its registered kind), checked for the vLLM backend."""
+    from autojudge.plugins.manager import judge_from_description
 
-
-def build_judge(config: dict[str, Any], device: str = "cpu") -> Judge:
-    """A baseline (``never``, ``always``, ``topk:K``, ``prob:P``) or a trained artifact, checked."""
-    from pathlib import Path
-
-    from autojudge.judges.spec import BASELINE_FORMS, parse_baseline
-
-    spec = config["spec"]
-    judge = parse_baseline(spec)
-    if judge is not None:
-        if config.get("threshold") is not None:
-            raise ValueError("a threshold applies to trained judge artifacts, not to baseline judges")
-        return judge
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"judge {spec!r} is neither a baseline ({', '.join(BASELINE_FORMS)}) nor a file")
-    from autojudge.judges.artifact import load_judge
-
-    judge, _meta = load_judge(
-        path,
-        target_fingerprint=config.get("target_fingerprint"),
-        draft_fingerprint=config.get("draft_fingerprint"),
-        threshold=config.get("threshold"),
-        device=device,
-    )
+    judge = judge_from_description(description, device=device)
     check_vllm_features(judge)
     return judge
 
@@ -76,14 +43,14 @@ def check_vllm_features(judge: Judge) -> None:
 class AutojudgeWorkerExtension:
     """Mixed into vLLM's worker class; methods are reached with ``collective_rpc``."""
 
-    def install_judge(self, config: dict[str, Any] | None) -> dict[str, Any]:
-        """Install (or with None: remove, i.e. lossless) a judge in this worker's model runner."""
+    def install_judge(self, description: dict[str, Any] | None) -> dict[str, Any]:
+        """Install the judge of ``description`` (None: remove it, i.e. lossless) in this worker's model runner."""
         from autojudge.core.backends.vllm.sampler import install_judge_on_runner
 
         runner = self.model_runner  # type: ignore[attr-defined]
-        judge = None if config is None else build_judge(config, device=str(runner.device))
+        judge = None if description is None else build_judge(description, device=str(runner.device))
         install_judge_on_runner(runner, judge)
-        return {"judge": None if judge is None else judge.describe(), "device": str(runner.device)}
+        return {"judge": None if judge is None else judge.summary(), "device": str(runner.device)}
 
     def judge_stats(self, reset: bool = False) -> dict[str, int]:
         """The judge's counters in this worker (zeros before any install); ``reset`` zeroes them after reading."""

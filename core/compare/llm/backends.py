@@ -1,22 +1,22 @@
-"""Chat backends that run the judge model: a local transformers model or an OpenAI-compatible endpoint.
+"""Chat backends that run the comparing model: a local transformers model or an OpenAI-compatible endpoint.
 
 A backend turns a batch of :class:`ChatRequest` into reply strings, in order.
-``judge_id`` names the model (and what changes its replies) for cache keys.
+``comparer_id`` names the model (and what changes its replies) for cache keys.
 
-* :class:`LocalChatJudge` loads any chat model :func:`autojudge.core.models.load_model`
+* :class:`LocalChatComparer` loads any chat model :func:`autojudge.core.models.load_model`
   accepts (a preset, a local HF directory, a ``.gguf``) on first use, never in
   ``__init__``, so objects holding one can be sent to worker processes before
   use (the loaded model is dropped when the object is copied). Greedy requests
   run in batches (left padding); sampled ones one at a time under their own
   seed, so a sample is reproducible and cacheable. Memory: one more copy of the
   model per process that uses it (Qwen2.5-Coder-1.5B in bfloat16: ~3.1 GB).
-* :class:`OpenAIChatJudge` POSTs to ``{base_url}/chat/completions`` with the
+* :class:`OpenAIChatComparer` POSTs to ``{base_url}/chat/completions`` with the
   standard library (``urllib``), ``concurrency`` requests at a time. Timeouts,
   connection errors, HTTP 408/429/5xx and malformed replies (not JSON, no
   ``choices[0].message.content`` string) are retried ``max_retries`` times with
   exponential backoff (``backoff * 2**attempt`` seconds, capped at
   ``max_backoff``, or the server's ``Retry-After``), then raise
-  :class:`JudgeBackendError`. Other 4xx statuses (bad key, unknown model) raise
+  :class:`ComparerBackendError`. Other 4xx statuses (bad key, unknown model) raise
   at once. The API key is read from the environment variable named by
   ``api_key_env`` when a request is made; it is never stored or logged.
 
@@ -44,16 +44,16 @@ from typing import Any
 __all__ = [
     "ChatBackend",
     "ChatRequest",
-    "JudgeBackendError",
-    "LocalChatJudge",
-    "OpenAIChatJudge",
+    "ComparerBackendError",
+    "LocalChatComparer",
+    "OpenAIChatComparer",
 ]
 
 Messages = list[dict[str, str]]
 
 
-class JudgeBackendError(RuntimeError):
-    """The judge model produced no usable reply (after retries, where they apply).
+class ComparerBackendError(RuntimeError):
+    """The comparing model produced no usable reply (after retries, where they apply).
 
     ``partial`` maps request indices (in the failed batch) to the replies that did
     arrive, so callers can keep them (the checker caches them before re-raising).
@@ -74,7 +74,9 @@ class ChatRequest:
     seed: int | None = None
 
     @classmethod
-    def make(cls, messages: Messages, *, max_tokens: int = 64, temperature: float = 0.0, seed: int | None = None):
+    def make(
+        cls, messages: Messages, *, max_tokens: int = 64, temperature: float = 0.0, seed: int | None = None
+    ):
         frozen = tuple(tuple(sorted(m.items())) for m in messages)
         return cls(frozen, max_tokens=max_tokens, temperature=temperature, seed=seed)
 
@@ -83,20 +85,20 @@ class ChatRequest:
 
 
 class ChatBackend(ABC):
-    """Runs chat completions for the judge. Subclass it to plug in another serving stack."""
+    """Runs chat completions for the LLM comparer. Subclass it to plug in another serving stack."""
 
     @property
     @abstractmethod
-    def judge_id(self) -> str:
-        """Identity of the judge model for cache keys: change it whenever replies could change."""
+    def comparer_id(self) -> str:
+        """Identity of the comparing model for cache keys: change it whenever replies could change."""
 
     @abstractmethod
     def complete(self, requests: Sequence[ChatRequest]) -> list[str]:
-        """Reply text for each request, in order; raise :class:`JudgeBackendError` on failure."""
+        """Reply text for each request, in order; raise :class:`ComparerBackendError` on failure."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly description (no secrets)."""
-        return {"judge_id": self.judge_id, "backend": type(self).__name__}
+        return {"comparer_id": self.comparer_id, "backend": type(self).__name__}
 
 
 # -- local transformers model ---------------------------------------------------------------------------
@@ -126,7 +128,7 @@ def _local_fingerprint(spec: str) -> str:
     return h.hexdigest()[:12]
 
 
-class LocalChatJudge(ChatBackend):
+class LocalChatComparer(ChatBackend):
     """A chat model run with transformers in this process, loaded on first use.
 
     ``spec``: a preset name, local HF directory or ``.gguf`` file (see
@@ -163,7 +165,7 @@ class LocalChatJudge(ChatBackend):
         self._lock = threading.Lock()
 
     @property
-    def judge_id(self) -> str:
+    def comparer_id(self) -> str:
         if self._fingerprint is None:
             self._fingerprint = _local_fingerprint(self.spec)
         return f"local:{self.spec}@{self.dtype}#{self._fingerprint}"
@@ -202,11 +204,11 @@ class LocalChatJudge(ChatBackend):
             for i, r in enumerate(requests):
                 if r.temperature > 0:
                     out[i] = self._generate([r], r.seed if r.seed is not None else 0)[0]
-        except JudgeBackendError:
+        except ComparerBackendError:
             raise
         except Exception as e:
-            raise JudgeBackendError(
-                f"local judge {self.spec!r} failed: {type(e).__name__}: {e}", partial=out
+            raise ComparerBackendError(
+                f"local comparer model {self.spec!r} failed: {type(e).__name__}: {e}", partial=out
             ) from e
         return [out[i] for i in range(len(requests))]
 
@@ -261,7 +263,7 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-class OpenAIChatJudge(ChatBackend):
+class OpenAIChatComparer(ChatBackend):
     """A model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint (``vllm serve``, ...).
 
     ``base_url`` is the API root including ``/v1`` (``http://127.0.0.1:8000/v1``);
@@ -294,11 +296,15 @@ class OpenAIChatJudge(ChatBackend):
         self.model = model
         self.api_key_env = api_key_env or None
         self.timeout, self.max_retries = float(timeout), int(max_retries)
-        self.backoff, self.max_backoff, self.concurrency = float(backoff), float(max_backoff), int(concurrency)
+        self.backoff, self.max_backoff, self.concurrency = (
+            float(backoff),
+            float(max_backoff),
+            int(concurrency),
+        )
         self.sleep = time.sleep  # replaceable in tests (never pickled: a builtin)
 
     @property
-    def judge_id(self) -> str:
+    def comparer_id(self) -> str:
         return f"openai:{self.model}"
 
     @property
@@ -310,8 +316,8 @@ class OpenAIChatJudge(ChatBackend):
         if self.api_key_env:
             key = os.environ.get(self.api_key_env, "")
             if not key:
-                raise JudgeBackendError(
-                    f"the judge endpoint {self.base_url} needs an API key in ${self.api_key_env}, "
+                raise ComparerBackendError(
+                    f"the comparer endpoint {self.base_url} needs an API key in ${self.api_key_env}, "
                     "which is unset or empty"
                 )
             headers["Authorization"] = f"Bearer {key}"
@@ -339,8 +345,8 @@ class OpenAIChatJudge(ChatBackend):
             retry_after = _retry_after(e.headers.get("Retry-After") if e.headers else None)
             if e.code in (408, 429) or e.code >= 500:
                 raise _Retryable(f"HTTP {e.code}: {body}", retry_after) from e
-            raise JudgeBackendError(
-                f"judge endpoint {self.url} refused the request (HTTP {e.code}, not retried): {body}"
+            raise ComparerBackendError(
+                f"comparer endpoint {self.url} refused the request (HTTP {e.code}, not retried): {body}"
             ) from e
         except TimeoutError as e:
             raise _Retryable(f"timed out after {self.timeout:g} s") from e
@@ -353,7 +359,7 @@ class OpenAIChatJudge(ChatBackend):
         return _reply_content(raw)
 
     def complete_one(self, request: ChatRequest) -> str:
-        """One request with retries; raises :class:`JudgeBackendError` when every attempt failed."""
+        """One request with retries; raises :class:`ComparerBackendError` when every attempt failed."""
         headers = self._headers()
         data = json.dumps(self.payload(request)).encode("utf-8")
         errors: list[str] = []
@@ -369,8 +375,8 @@ class OpenAIChatJudge(ChatBackend):
                 else:  # exponential, with jitter so parallel requests do not retry in lockstep
                     delay = self.backoff * 2**attempt * (0.5 + random.random() / 2)
                 self.sleep(min(delay, self.max_backoff))
-        raise JudgeBackendError(
-            f"judge endpoint {self.url} (model {self.model!r}) failed {len(errors)} times; "
+        raise ComparerBackendError(
+            f"comparer endpoint {self.url} (model {self.model!r}) failed {len(errors)} times; "
             f"giving up. Errors: " + "; ".join(errors)
         )
 
@@ -379,17 +385,17 @@ class OpenAIChatJudge(ChatBackend):
             return []
         self._headers()  # a missing key fails once, before any request
         results: dict[int, str] = {}
-        failures: list[tuple[int, JudgeBackendError]] = []
+        failures: list[tuple[int, ComparerBackendError]] = []
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as ex:
             futures = {ex.submit(self.complete_one, r): i for i, r in enumerate(requests)}
             for fut, i in futures.items():
                 try:
                     results[i] = fut.result()
-                except JudgeBackendError as e:
+                except ComparerBackendError as e:
                     failures.append((i, e))
         if failures:
             first = failures[0][1]
-            raise JudgeBackendError(
+            raise ComparerBackendError(
                 f"{len(failures)} of {len(requests)} judge requests failed; first: {first}", partial=results
             ) from first
         return [results[i] for i in range(len(requests))]

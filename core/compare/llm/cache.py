@@ -1,16 +1,18 @@
-"""On-disk cache of judge replies: one SQLite file, so re-mining or resuming never pays twice.
+"""On-disk cache of the LLM comparer's replies: one SQLite file, so re-mining or resuming never pays twice.
 
-Key: ``sha256`` of a canonical JSON list of (judge model id, prompt version,
+Key: ``sha256`` of a canonical JSON list of (comparing model id, prompt version,
 the exact chat messages, max tokens, temperature, seed) — the messages hold the
 question and the two responses in the order they were shown, so (a, b) and
 (b, a) are different entries, and so are samples of one pair. Value: the raw
-reply text (plus the judge id, prompt version and time, for inspection). The
+reply text (plus the model id, prompt version and time, for inspection). The
 verdict is parsed again on every read, so a parser fix applies to cached
 replies without asking the model again. Only replies are stored: failures are
 never cached.
 
 Location: ``AJ_LLMJUDGE_CACHE`` (a file path, or ``off`` to disable), else
-``<autojudge cache>/llmjudge/replies.sqlite3`` (:func:`autojudge.core.paths.cache_dir`).
+``<autojudge cache>/llmjudge/replies.sqlite3`` (:func:`autojudge.core.paths.cache_dir`). The variable,
+the path, the key prefix ``autojudge-llmjudge/1`` and the table's ``judge`` column keep the
+names of earlier versions, so existing caches stay valid.
 
 Crash safety and concurrency: every insert is its own SQLite transaction (WAL
 journal), so a killed process leaves either the whole entry or nothing, and
@@ -57,7 +59,7 @@ def default_cache_path() -> Path | None:
 
 
 def reply_key(
-    judge_id: str,
+    comparer_id: str,
     prompt_version: str,
     messages: Iterable[Any],
     *,
@@ -65,9 +67,17 @@ def reply_key(
     temperature: float,
     seed: int | None,
 ) -> str:
-    """The cache key of one judge request (hex sha256)."""
+    """The cache key of one comparer request (hex sha256)."""
     canon = json.dumps(
-        ["autojudge-llmjudge/1", judge_id, prompt_version, list(messages), int(max_tokens), float(temperature), seed],
+        [
+            "autojudge-llmjudge/1",
+            comparer_id,
+            prompt_version,
+            list(messages),
+            int(max_tokens),
+            float(temperature),
+            seed,
+        ],
         ensure_ascii=False,
         separators=(",", ":"),
         sort_keys=True,
@@ -76,7 +86,7 @@ def reply_key(
 
 
 class ReplyCache:
-    """Judge replies by key in a SQLite file (created on first use, with its folder)."""
+    """Comparer replies by key in a SQLite file (created on first use, with its folder)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -110,7 +120,9 @@ class ReplyCache:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for key, reply in conn.execute(f"SELECT key, reply FROM replies WHERE key IN ({marks})", chunk):
+                for key, reply in conn.execute(
+                    f"SELECT key, reply FROM replies WHERE key IN ({marks})", chunk
+                ):
                     found[key] = reply
         self.hits += len(found)
         self.misses += len(keys) - len(found)
@@ -119,14 +131,14 @@ class ReplyCache:
     def get(self, key: str) -> str | None:
         return self.get_many([key]).get(key)
 
-    def put(self, key: str, reply: str, *, judge_id: str, prompt_version: str) -> None:
+    def put(self, key: str, reply: str, *, comparer_id: str, prompt_version: str) -> None:
         """Store one reply (an existing entry for ``key`` is kept: first reply wins)."""
         if not isinstance(reply, str):
             raise TypeError(f"only reply strings are cached, got {type(reply).__name__}")
         with self._lock:
             self._connect().execute(
                 "INSERT OR IGNORE INTO replies (key, judge, prompt_version, reply, created) VALUES (?, ?, ?, ?, ?)",
-                (key, judge_id, prompt_version, reply, time.time()),
+                (key, comparer_id, prompt_version, reply, time.time()),
             )
 
     def __len__(self) -> int:

@@ -1,13 +1,13 @@
-"""LLM-judge answer equivalence: ask a judge model whether two responses give the same answer.
+"""LLM answer comparison: ask a chat model whether two responses give the same answer.
 
 :class:`LLMEquivalenceChecker` takes ``(question, response_a, response_b)``
-triples and returns a :class:`JudgeResult` per triple. Per triple it
+triples and returns a :class:`ComparisonResult` per triple. Per triple it
 
 1. decides without the model when that is safe: a missing or blank response
    is never equivalent (``NO``); two responses identical after
    :func:`normalize_answer` (case, spacing, surrounding quotes and a final
    period) are equivalent (``YES``), unless ``exact_match_shortcut=False``;
-2. otherwise asks the judge ``samples`` times in the order (a, b), and, with
+2. otherwise asks the model ``samples`` times in the order (a, b), and, with
    ``both_orders``, as many times in the order (b, a) to cancel position bias;
    replies come from the :class:`~autojudge.core.compare.llm.cache.ReplyCache`
    when present, and every new reply is cached as soon as its batch returns;
@@ -17,7 +17,7 @@ triples and returns a :class:`JudgeResult` per triple. Per triple it
    orders and one sample each, equivalence needs a Yes in both orders.
 
 Only YES is equivalent: CANNOT_TELL and NO are not. Backend failures (after
-the backend's retries) raise :class:`~autojudge.core.compare.llm.backends.JudgeBackendError`;
+the backend's retries) raise :class:`~autojudge.core.compare.llm.backends.ComparerBackendError`;
 they never become a verdict. Replies that did arrive before the failure are
 cached first, so a retry resumes where it stopped.
 
@@ -34,18 +34,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autojudge.core.compare.llm.backends import ChatBackend, ChatRequest, JudgeBackendError
+from autojudge.core.compare.llm.backends import ChatBackend, ChatRequest, ComparerBackendError
 from autojudge.core.compare.llm.cache import ReplyCache, reply_key
 from autojudge.core.compare.llm.prompt import PROMPT_VERSION, Verdict, build_messages, parse_verdict
 from autojudge.core.compare.pool import CheckOutcome
 
-__all__ = ["JudgeResult", "JudgeSettings", "LLMEquivalenceChecker", "aggregate_votes", "normalize_answer"]
+__all__ = [
+    "ComparisonResult",
+    "ComparerSettings",
+    "LLMEquivalenceChecker",
+    "aggregate_votes",
+    "normalize_answer",
+]
 
 Triple = tuple[Any, Any, Any]  # question, response_a, response_b
 
 
 @dataclass(frozen=True)
-class JudgeSettings:
+class ComparerSettings:
     """How each pair is asked; every field changes verdicts, so all of them are reported in ``info()``."""
 
     both_orders: bool = True
@@ -73,7 +79,7 @@ class JudgeSettings:
 
 
 @dataclass(frozen=True)
-class JudgeResult:
+class ComparisonResult:
     """The decision about one pair, with the evidence behind it."""
 
     verdict: Verdict
@@ -81,7 +87,7 @@ class JudgeResult:
     replies: tuple[str, ...] = ()
     orders: tuple[str, ...] = ()  # "ab" or "ba" per vote
     cached: int = 0  # votes that came from the cache
-    shortcut: str | None = None  # "no answer" / "identical" when decided without the judge
+    shortcut: str | None = None  # "no answer" / "identical" when decided without the model
 
     @property
     def equivalent(self) -> bool:
@@ -92,7 +98,7 @@ class JudgeResult:
 class CheckerStats:
     pairs: int = 0
     shortcuts: int = 0
-    requests: int = 0  # votes needed from the judge
+    requests: int = 0  # votes needed from the model
     cache_hits: int = 0
     backend_calls: int = 0  # requests actually sent to the backend
     verdicts: Counter = field(default_factory=Counter)
@@ -132,7 +138,7 @@ def normalize_answer(text: Any) -> str:
 
 
 class LLMEquivalenceChecker:
-    """Decides answer equivalence with a judge model (see the module docstring for the rules).
+    """Decides answer equivalence with a chat model (see the module docstring for the rules).
 
     ``cache``: a :class:`ReplyCache`, or ``None`` for no caching. The checker keeps
     running totals in :attr:`stats` (pairs, shortcuts, cache hits, backend calls,
@@ -142,20 +148,20 @@ class LLMEquivalenceChecker:
     def __init__(
         self,
         backend: ChatBackend,
-        settings: JudgeSettings | None = None,
+        settings: ComparerSettings | None = None,
         *,
         cache: ReplyCache | None = None,
         exact_match_shortcut: bool = True,
     ) -> None:
         self.backend = backend
-        self.settings = settings or JudgeSettings()
+        self.settings = settings or ComparerSettings()
         self.cache = cache
         self.exact_match_shortcut = exact_match_shortcut
         self.stats = CheckerStats()
 
     @property
-    def judge_id(self) -> str:
-        return self.backend.judge_id
+    def comparer_id(self) -> str:
+        return self.backend.comparer_id
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -176,13 +182,18 @@ class LLMEquivalenceChecker:
             for i in range(s.samples):
                 seed = i if s.temperature > 0 else None
                 out.append(
-                    (name, ChatRequest.make(messages, max_tokens=s.max_tokens, temperature=s.temperature, seed=seed))
+                    (
+                        name,
+                        ChatRequest.make(
+                            messages, max_tokens=s.max_tokens, temperature=s.temperature, seed=seed
+                        ),
+                    )
                 )
         return out
 
     def _key(self, req: ChatRequest) -> str:
         return reply_key(
-            self.backend.judge_id,
+            self.backend.comparer_id,
             PROMPT_VERSION,
             req.message_dicts(),
             max_tokens=req.max_tokens,
@@ -190,21 +201,21 @@ class LLMEquivalenceChecker:
             seed=req.seed,
         )
 
-    def _shortcut(self, a: Any, b: Any) -> JudgeResult | None:
+    def _shortcut(self, a: Any, b: Any) -> ComparisonResult | None:
         if a is None or b is None or not str(a).strip() or not str(b).strip():
-            return JudgeResult(Verdict.NO, shortcut="no answer")
+            return ComparisonResult(Verdict.NO, shortcut="no answer")
         if self.exact_match_shortcut and normalize_answer(a) == normalize_answer(b):
-            return JudgeResult(Verdict.YES, shortcut="identical")
+            return ComparisonResult(Verdict.YES, shortcut="identical")
         return None
 
     # -- checking -------------------------------------------------------------------------------------
-    def judge_many(self, items: Sequence[Triple]) -> list[JudgeResult]:
-        """A :class:`JudgeResult` per ``(question, response_a, response_b)``, in order.
+    def check_many(self, items: Sequence[Triple]) -> list[ComparisonResult]:
+        """A :class:`ComparisonResult` per ``(question, response_a, response_b)``, in order.
 
-        Raises :class:`JudgeBackendError` when the backend fails; replies received
+        Raises :class:`ComparerBackendError` when the backend fails; replies received
         before the failure are cached.
         """
-        results: list[JudgeResult | None] = [None] * len(items)
+        results: list[ComparisonResult | None] = [None] * len(items)
         plans: dict[int, list[tuple[str, str]]] = {}  # item -> [(order, key)]
         wanted: dict[str, ChatRequest] = {}
         for i, (question, a, b) in enumerate(items):
@@ -230,11 +241,11 @@ class LLMEquivalenceChecker:
             self.stats.backend_calls += len(reqs)
             try:
                 got = self.backend.complete(reqs)
-            except JudgeBackendError as e:
+            except ComparerBackendError as e:
                 self._store({missing[j]: r for j, r in e.partial.items()})
                 raise
             if len(got) != len(reqs) or not all(isinstance(r, str) for r in got):
-                raise JudgeBackendError(
+                raise ComparerBackendError(
                     f"backend {type(self.backend).__name__} returned {len(got)} replies for {len(reqs)} requests"
                 )
             new = dict(zip(missing, got, strict=True))
@@ -242,7 +253,7 @@ class LLMEquivalenceChecker:
             replies.update(new)
         for i, plan in plans.items():
             votes = tuple(parse_verdict(replies[k]) for _, k in plan)
-            results[i] = JudgeResult(
+            results[i] = ComparisonResult(
                 verdict=aggregate_votes(votes),
                 votes=votes,
                 replies=tuple(replies[k] for _, k in plan),
@@ -258,18 +269,18 @@ class LLMEquivalenceChecker:
         if self.cache is None:
             return
         for key, reply in replies.items():
-            self.cache.put(key, reply, judge_id=self.backend.judge_id, prompt_version=PROMPT_VERSION)
+            self.cache.put(key, reply, comparer_id=self.backend.comparer_id, prompt_version=PROMPT_VERSION)
 
-    def judge(self, question: Any, response_a: Any, response_b: Any) -> JudgeResult:
-        return self.judge_many([(question, response_a, response_b)])[0]
+    def check(self, question: Any, response_a: Any, response_b: Any) -> ComparisonResult:
+        return self.check_many([(question, response_a, response_b)])[0]
 
     def equivalent_many(self, items: Sequence[Triple]) -> list[bool]:
-        """``True`` only for a YES verdict; raises :class:`JudgeBackendError` on backend failure."""
-        return [r.equivalent for r in self.judge_many(items)]
+        """``True`` only for a YES verdict; raises :class:`ComparerBackendError` on backend failure."""
+        return [r.equivalent for r in self.check_many(items)]
 
     def equivalent(self, question: Any, response_a: Any, response_b: Any) -> bool:
-        return self.judge(question, response_a, response_b).equivalent
+        return self.check(question, response_a, response_b).equivalent
 
     def outcomes(self, items: Sequence[Triple]) -> list[CheckOutcome]:
         """:class:`CheckOutcome` per item: ``value`` is True only for YES; failures raise (see module doc)."""
-        return [CheckOutcome(value=r.equivalent) for r in self.judge_many(items)]
+        return [CheckOutcome(value=r.equivalent) for r in self.check_many(items)]

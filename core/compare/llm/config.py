@@ -1,21 +1,22 @@
-"""Configuring an LLM judge from a spec string and environment variables.
+"""Configuring an LLM comparer from a spec string and environment variables.
 
-A judge spec names the backend:
+A comparer spec names the backend:
 
 * ``local:<preset-or-path>`` — a chat model run in-process with transformers
-  (:class:`~autojudge.core.compare.llm.backends.LocalChatJudge`): a preset name
+  (:class:`~autojudge.core.compare.llm.backends.LocalChatComparer`): a preset name
   (``aj models list``), a local Hugging Face directory or a ``.gguf`` file;
 * ``openai:<base-url>#<model>`` — an OpenAI-compatible endpoint
-  (:class:`~autojudge.core.compare.llm.backends.OpenAIChatJudge`), e.g.
+  (:class:`~autojudge.core.compare.llm.backends.OpenAIChatComparer`), e.g.
   ``openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-7B-Instruct`` for ``vllm serve``.
 
-:meth:`JudgeConfig.from_env` reads one task's settings from variables sharing a
-prefix (the ``qa`` task uses ``AJ_QA_JUDGE``; a plugin picks its own):
+:meth:`ComparerConfig.from_env` reads one task's settings from variables sharing a
+prefix (the ``qa`` task uses ``AJ_QA_JUDGE``; a plugin picks its own). The variable names
+(and ``AJ_LLMJUDGE_CACHE``) keep the ``JUDGE`` of earlier versions, for compatibility:
 
 ==========================  ==========================================================  ==========
 variable                    meaning                                                     default
 ==========================  ==========================================================  ==========
-``<P>``                     the judge spec                                              the task's
+``<P>``                     the comparer spec                                           the task's
 ``<P>_API_KEY_ENV``         name of the variable holding the endpoint's API key         none
 ``<P>_BOTH_ORDERS``         ask (a, b) and (b, a); equivalent only if both say Yes      ``1``
 ``<P>_SAMPLES``             votes per order (needs ``<P>_TEMPERATURE`` > 0 when > 1)    ``1``
@@ -29,7 +30,7 @@ variable                    meaning                                             
 ``AJ_LLMJUDGE_CACHE``       reply cache file, or ``off``                                see cache
 ==========================  ==========================================================  ==========
 
-Local judges default to float32: judge requests are a few hundred prompt tokens
+Local comparers default to float32: their requests are a few hundred prompt tokens
 and a few dozen generated ones, and on AVX2 CPUs without bfloat16 units the
 prompt pass of Qwen2.5-Coder-1.5B ran ~4x faster in float32 than in bfloat16
 (measured: 16 s vs 65 s per request, 1 thread).
@@ -41,18 +42,18 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autojudge.core.compare.llm.backends import ChatBackend, LocalChatJudge, OpenAIChatJudge
+from autojudge.core.compare.llm.backends import ChatBackend, LocalChatComparer, OpenAIChatComparer
 from autojudge.core.compare.llm.cache import ReplyCache, default_cache_path
-from autojudge.core.compare.llm.checker import JudgeSettings, LLMEquivalenceChecker
+from autojudge.core.compare.llm.checker import ComparerSettings, LLMEquivalenceChecker
 
-__all__ = ["JudgeConfig", "JudgeConfigError", "parse_judge_spec"]
+__all__ = ["ComparerConfig", "ComparerConfigError", "parse_comparer_spec"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-class JudgeConfigError(ValueError):
-    """A judge spec or setting is malformed; the message says what is accepted."""
+class ComparerConfigError(ValueError):
+    """A comparer spec or setting is malformed; the message says what is accepted."""
 
 
 def _cache_setting() -> str | None:
@@ -60,7 +61,7 @@ def _cache_setting() -> str | None:
     return None if path is None else str(path)
 
 
-def parse_judge_spec(spec: str) -> tuple[str, dict[str, str]]:
+def parse_comparer_spec(spec: str) -> tuple[str, dict[str, str]]:
     """``("local", {"model": ...})`` or ``("openai", {"base_url": ..., "model": ...})``."""
     kind, sep, rest = spec.strip().partition(":")
     rest = rest.strip()
@@ -70,14 +71,14 @@ def parse_judge_spec(spec: str) -> tuple[str, dict[str, str]]:
         url, hsep, model = rest.rpartition("#")
         if hsep and url.startswith(("http://", "https://")) and model.strip():
             return "openai", {"base_url": url.strip(), "model": model.strip()}
-    raise JudgeConfigError(
+    raise ComparerConfigError(
         f"bad judge spec {spec!r}: use 'local:<preset-or-path>' (e.g. local:qwen2.5-coder-1.5b-instruct) "
         "or 'openai:<base-url>#<model>' (e.g. openai:http://127.0.0.1:8000/v1#my-model)"
     )
 
 
 @dataclass(frozen=True)
-class JudgeConfig:
+class ComparerConfig:
     """Everything that builds a checker. Plain data: safe to copy to worker processes."""
 
     spec: str
@@ -95,11 +96,13 @@ class JudgeConfig:
     cache: str | None = "default"
 
     def __post_init__(self) -> None:
-        parse_judge_spec(self.spec)
+        parse_comparer_spec(self.spec)
         self.settings()  # validates samples / temperature / max_tokens
 
     @classmethod
-    def from_env(cls, prefix: str, default_spec: str, environ: dict[str, str] | None = None) -> JudgeConfig:
+    def from_env(
+        cls, prefix: str, default_spec: str, environ: dict[str, str] | None = None
+    ) -> ComparerConfig:
         """Read ``<prefix>`` and ``<prefix>_*`` (see the module docstring); unset ones take defaults."""
         env = os.environ if environ is None else environ
 
@@ -114,11 +117,11 @@ class JudgeConfig:
             try:
                 return typ(raw)
             except ValueError:
-                raise JudgeConfigError(f"{prefix}_{name}={raw!r} is not a valid {typ.__name__}") from None
+                raise ComparerConfigError(f"{prefix}_{name}={raw!r} is not a valid {typ.__name__}") from None
 
         both = get("BOTH_ORDERS")
         if both is not None and both.lower() not in _TRUE | _FALSE:
-            raise JudgeConfigError(f"{prefix}_BOTH_ORDERS={both!r}: use 1 or 0")
+            raise ComparerConfigError(f"{prefix}_BOTH_ORDERS={both!r}: use 1 or 0")
         try:
             return cls(
                 spec=get("") or default_spec,
@@ -134,27 +137,27 @@ class JudgeConfig:
                 concurrency=num("CONCURRENCY", int, 4),
                 cache=_cache_setting(),
             )
-        except JudgeConfigError:
+        except ComparerConfigError:
             raise
         except ValueError as e:
-            raise JudgeConfigError(f"bad judge settings in {prefix}_*: {e}") from None
+            raise ComparerConfigError(f"bad comparer settings in {prefix}_*: {e}") from None
 
-    def settings(self) -> JudgeSettings:
+    def settings(self) -> ComparerSettings:
         try:
-            return JudgeSettings(
+            return ComparerSettings(
                 both_orders=self.both_orders,
                 samples=self.samples,
                 temperature=self.temperature,
                 max_tokens=self.max_tokens,
             )
         except ValueError as e:
-            raise JudgeConfigError(str(e)) from None
+            raise ComparerConfigError(str(e)) from None
 
     def build_backend(self) -> ChatBackend:
-        kind, parts = parse_judge_spec(self.spec)
+        kind, parts = parse_comparer_spec(self.spec)
         if kind == "local":
-            return LocalChatJudge(parts["model"], dtype=self.dtype, device=self.device)
-        return OpenAIChatJudge(
+            return LocalChatComparer(parts["model"], dtype=self.dtype, device=self.device)
+        return OpenAIChatComparer(
             parts["base_url"],
             parts["model"],
             api_key_env=self.api_key_env,
@@ -178,7 +181,7 @@ class JudgeConfig:
         from autojudge.core.compare.llm.prompt import PROMPT_VERSION
 
         d = asdict(self)
-        kind, _ = parse_judge_spec(self.spec)
+        kind, _ = parse_comparer_spec(self.spec)
         if kind == "local":  # endpoint-only settings mean nothing here
             for k in ("api_key_env", "timeout", "retries", "concurrency"):
                 d.pop(k)

@@ -1,9 +1,9 @@
-"""The versioned equivalence prompt and the parser that turns a judge's reply into a verdict.
+"""The versioned equivalence prompt and the parser that turns the comparing model's reply into a verdict.
 
-The prompt shows a question and two responses and asks the judge to write
+The prompt shows a question and two responses and asks the model to write
 down each response's final answer, then whether they are the same, in a fixed
 three-line format ending with ``Same: Yes|No|Unsure``. Writing the two answers
-first is what makes small judges usable: with a one-word reply format,
+first is what makes small models usable as comparers: with a one-word reply format,
 Qwen2.5-Coder-1.5B-Instruct said "Yes" to "Paris" vs "Lyon"; with this format
 it compared them correctly (see docs/tasks-qa.md).
 
@@ -81,7 +81,7 @@ Same: <Yes, No or Unsure>"""
 
 
 class Verdict(str, Enum):
-    """A judge's decision about one pair. Only YES means equivalent."""
+    """The comparing model's decision about one pair. Only YES means equivalent."""
 
     YES = "yes"
     NO = "no"
@@ -134,7 +134,7 @@ def _clean(line: str) -> str:
 
 
 def parse_verdict(reply: str | None) -> Verdict:
-    """The verdict in a judge's reply (see the module docstring for the rules)."""
+    """The verdict in a comparing model's reply (see the module docstring for the rules)."""
     if not isinstance(reply, str):
         return Verdict.CANNOT_TELL
     text = _THINK_RE.sub(" ", reply)

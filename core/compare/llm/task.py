@@ -1,31 +1,31 @@
-"""A Task base class whose answers are compared by an LLM judge: the public API for new domains.
+"""A Task base class whose answers an LLM compares: the public API for new domains.
 
-Subclass :class:`LLMJudgedTask` instead of :class:`~autojudge.core.task.Task`,
+Subclass :class:`LLMComparedTask` instead of :class:`~autojudge.core.task.Task`,
 implement ``load``, ``build_messages`` and ``extract_answer``, and set
-``judge_env_prefix`` (the environment variables that configure the judge, see
-:mod:`autojudge.core.compare.llm.config`) and optionally ``default_judge``.
+``comparer_env_prefix`` (the environment variables that configure the comparer, see
+:mod:`autojudge.core.compare.llm.config`) and optionally ``default_comparer``.
 ``equivalent`` / ``equivalent_many`` / ``equivalent_outcomes`` / ``is_correct``
 then go through one :class:`~autojudge.core.compare.llm.checker.LLMEquivalenceChecker`
 per process, built on first use (never in ``__init__``):
 
-* the judge sees :meth:`judge_question` (default: ``example.question``) and the
+* the comparing model sees :meth:`comparer_question` (default: ``example.question``) and the
   two answers as returned by ``extract_answer``;
 * ``is_correct(answer, example)`` compares ``answer`` with
   :meth:`reference_answers` (default: ``[str(example.reference)]``): an answer
   identical to one of them (after the checker's normalisation) is correct
-  without asking; otherwise the judge compares it with the first reference;
+  without asking; otherwise the model compares it with the first reference;
 * all checks run **in-process**, batched: ``equivalent_outcomes`` sends a whole
-  batch to the backend at once, so there is no process pool loading the judge
+  batch to the backend at once, so there is no process pool loading the comparing
   model once per worker. A copy of the task (e.g. sent to a worker process)
   drops the built checker and builds its own on first use.
 
-Failure semantics: an unreachable or broken judge raises
-:class:`~autojudge.core.compare.llm.backends.JudgeBackendError` from every method
+Failure semantics: an unreachable or broken comparer raises
+:class:`~autojudge.core.compare.llm.backends.ComparerBackendError` from every method
 (after the backend's retries). It is never turned into a ``CheckOutcome`` with an
 error, because mining turns any non-``ok`` outcome into an *important* label and
 records only timeouts: an outage would silently write wrong labels. Raising
 stops ``aj mine`` / ``aj run``; finished prompts are on disk and the replies
-are cached, so ``--resume`` continues where it stopped once the judge is back.
+are cached, so ``--resume`` continues where it stopped once the comparer is back.
 A CANNOT_TELL verdict is a normal outcome (``ok``) with value ``False``.
 """
 
@@ -34,33 +34,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from autojudge.core.compare.llm.backends import JudgeBackendError
-from autojudge.core.compare.llm.checker import JudgeResult, LLMEquivalenceChecker, normalize_answer
-from autojudge.core.compare.llm.config import JudgeConfig
+from autojudge.core.compare.llm.backends import ComparerBackendError
+from autojudge.core.compare.llm.checker import ComparisonResult, LLMEquivalenceChecker, normalize_answer
+from autojudge.core.compare.llm.comparer import LLMComparer
+from autojudge.core.compare.llm.config import ComparerConfig
 from autojudge.core.compare.pool import CheckOutcome
 from autojudge.core.task import Example, Task
 
-__all__ = ["LLMJudgedTask"]
+__all__ = ["LLMComparedTask"]
 
 
-class LLMJudgedTask(Task):
-    """A task whose equivalence and correctness are decided by an LLM judge (see the module docstring).
+class LLMComparedTask(Task):
+    """A task whose equivalence and correctness are decided by an LLM comparer (see the module docstring).
 
-    ``judge``: a fixed :class:`JudgeConfig`; ``None`` reads the environment
-    (``judge_env_prefix``) each time the checker is needed, so a changed
+    ``comparer``: a fixed :class:`ComparerConfig`; ``None`` reads the environment
+    (``comparer_env_prefix``) each time the checker is needed, so a changed
     environment takes effect on the next check.
     """
 
-    #: prefix of the environment variables configuring this task's judge
-    judge_env_prefix: ClassVar[str] = "AJ_LLM_JUDGE"
-    #: judge spec used when ``<judge_env_prefix>`` is unset (the default pair's target, offline)
-    default_judge: ClassVar[str] = "local:qwen2.5-coder-1.5b-instruct"
+    #: prefix of the environment variables configuring this task's comparer
+    comparer_env_prefix: ClassVar[str] = "AJ_LLM_JUDGE"
+    #: comparer spec used when ``<comparer_env_prefix>`` is unset (the default pair's target, offline)
+    default_comparer: ClassVar[str] = "local:qwen2.5-coder-1.5b-instruct"
     check_timeout: ClassVar[float] = 300.0  # informational: the backend's own timeouts apply
 
-    def __init__(self, judge: JudgeConfig | None = None) -> None:
-        self._judge_config = judge
+    def __init__(self, comparer: ComparerConfig | None = None) -> None:
+        self._comparer_config = comparer
         self._checker: LLMEquivalenceChecker | None = None
-        self._checker_config: JudgeConfig | None = None
+        self._checker_config: ComparerConfig | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -68,51 +69,55 @@ class LLMJudgedTask(Task):
         return state
 
     # -- configuration ----------------------------------------------------------------------------------
-    def judge_config(self) -> JudgeConfig:
-        """The judge configuration in force: the one given to ``__init__``, else the environment's."""
-        if self._judge_config is not None:
-            return self._judge_config
-        return JudgeConfig.from_env(self.judge_env_prefix, self.default_judge)
+    def comparer_config(self) -> ComparerConfig:
+        """The comparer configuration in force: the one given to ``__init__``, else the environment's."""
+        if self._comparer_config is not None:
+            return self._comparer_config
+        return ComparerConfig.from_env(self.comparer_env_prefix, self.default_comparer)
 
     def checker(self) -> LLMEquivalenceChecker:
         """The checker for the current configuration (built on first use, rebuilt when it changes)."""
-        config = self.judge_config()
+        config = self.comparer_config()
         if self._checker is None or self._checker_config != config:
             self._checker = config.build_checker()
             self._checker_config = config
         return self._checker
 
-    # -- what the judge sees ------------------------------------------------------------------------------
-    def judge_question(self, example: Example) -> str:
-        """The question shown to the judge (override to add context, e.g. a passage)."""
+    def comparer(self) -> LLMComparer:
+        """The :class:`~autojudge.core.compare.Comparer` ``"llm"`` on :meth:`checker`, asking :meth:`comparer_question`."""
+        return LLMComparer(self.checker(), question_for=self.comparer_question)
+
+    # -- what the model sees ----------------------------------------------------------------------------
+    def comparer_question(self, example: Example) -> str:
+        """The question shown to the comparing model (override to add context, e.g. a passage)."""
         return example.question
 
     def reference_answers(self, example: Example) -> list[str]:
-        """Acceptable gold answers; the first one is what the judge compares with."""
+        """Acceptable gold answers; the first one is what the model compares with."""
         ref = example.reference
         if isinstance(ref, (list, tuple)):
             return [str(r) for r in ref if str(r).strip()]
         return [str(ref)] if ref is not None and str(ref).strip() else []
 
-    # -- judging ------------------------------------------------------------------------------------------
-    def judge_many(self, items: Sequence[tuple[Any, Any, Example]]) -> list[JudgeResult]:
-        """Full judge results for ``(a, b, example)`` items (verdicts, votes, replies)."""
+    # -- comparing -------------------------------------------------------------------------------------
+    def check_many(self, items: Sequence[tuple[Any, Any, Example]]) -> list[ComparisonResult]:
+        """Full comparison results for ``(a, b, example)`` items (verdicts, votes, replies)."""
         checker = self.checker()
         try:
-            return checker.judge_many([(self.judge_question(ex), a, b) for a, b, ex in items])
-        except JudgeBackendError as e:
-            raise JudgeBackendError(
-                f"task {self.name!r}: the LLM judge ({checker.judge_id}, set by {self.judge_env_prefix}) failed, "
+            return checker.check_many([(self.comparer_question(ex), a, b) for a, b, ex in items])
+        except ComparerBackendError as e:
+            raise ComparerBackendError(
+                f"task {self.name!r}: the LLM comparer ({checker.comparer_id}, set by {self.comparer_env_prefix}) failed, "
                 f"so these checks have no result (nothing was counted as equivalent). Replies received so far "
-                f"are cached: fix the judge, then resume (`aj mine --resume`, `aj run --resume`).\nCause: {e}",
+                f"are cached: fix the comparer, then resume (`aj mine --resume`, `aj run --resume`).\nCause: {e}",
                 partial=e.partial,
             ) from e
 
     def equivalent_outcomes(self, items: Sequence[tuple[Any, Any, Example]]) -> list[CheckOutcome]:
-        return [CheckOutcome(value=r.equivalent) for r in self.judge_many(items)]
+        return [CheckOutcome(value=r.equivalent) for r in self.check_many(items)]
 
     def equivalent_many(self, items: Sequence[tuple[Any, Any, Example]]) -> list[bool]:
-        return [r.equivalent for r in self.judge_many(items)]
+        return [r.equivalent for r in self.check_many(items)]
 
     def equivalent(self, answer_a: Any, answer_b: Any, example: Example) -> bool:
         return self.equivalent_many([(answer_a, answer_b, example)])[0]
@@ -140,7 +145,9 @@ class LLMJudgedTask(Task):
 
     def info(self) -> dict[str, Any]:
         try:
-            judge: Any = self.judge_config().describe()
+            comparer: Any = self.comparer_config().describe()
         except ValueError as e:  # a malformed environment: show it rather than fail `aj tasks`
-            judge = {"error": str(e)}
-        return {**super().info(), "judge": judge, "judge_env_prefix": self.judge_env_prefix}
+            comparer = {"error": str(e)}
+        # the keys keep their old names: info() enters `aj run`'s stage keys, so renaming them would
+        # invalidate every finished run
+        return {**super().info(), "judge": comparer, "judge_env_prefix": self.comparer_env_prefix}

@@ -7,6 +7,7 @@ from autojudge.plugins import hookimpl
 class WordCount(Task):
     name = "example-wordcount"
     description = "Count the words of a sentence (example third-party plugin)."
+
     def load(self, split, *, data_dir=None, limit=None):
         sentences = (files(__package__) / f"{split}.txt").read_text("utf-8").splitlines()[:limit]
         return [Example(f"{split}-{i}", s, reference=len(s.split())) for i, s in enumerate(sentences)]

@@ -1,4 +1,10 @@
-"""Agreement of the LLM comparer with ground-truth equivalence on labelled GSM8K answer pairs.
+"""Agreement of the LLM comparer with ground-truth equivalence on labelled answer pairs.
+
+Two sets (``--set``): ``gsm8k`` (default, below) and ``general``
+(``bench/data/qa_comparer_pairs.jsonl``: 114 hand-written general-knowledge and
+open-QA answer pairs, 57 equivalent, with near-miss entities, units, name
+variants, numbers in words and partial answers; truth labelled by hand, see
+``bench/data/README.md``).
 
 The pairs (``tests/data/qa_judge_pairs.jsonl``, rebuilt with ``--build``) are two
 full responses to one GSM8K test problem whose truth ("same final answer or
@@ -23,9 +29,19 @@ shortcut off so every pair reaches the model, and prints:
   counts as "not equivalent", as in mining;
 * precision / recall / F1 of "equivalent";
 * cannot-tell rate (final verdicts) and unparsed replies (single votes);
+* false equivalences: pairs that are not equivalent but got "equivalent", as a
+  count and as a share of all pairs and of the non-equivalent pairs;
 * the same figures for one order only (the (a, b) vote), and how often the two
   orders agree;
+* every figure twice, from the same replies: with the checker's votes
+  (``parse_vote``: restated answers checked, rules ``restated-v1``) and with
+  ``parse_verdict`` alone (the rule before issue 17);
 * seconds per comparer request.
+
+``--cache FILE`` keeps every reply in a reply cache, so an interrupted run
+continues where it stopped, and ``--cached-only`` scores the pairs whose replies
+are all in the cache without loading the model. ``--batch N`` asks N pairs (both
+orders) per greedy batch: faster on a loaded CPU.
 
 Usage (1 torch thread, no reply cache so timings are real)::
 
@@ -50,6 +66,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS_FILE = REPO / "tests" / "data" / "qa_judge_pairs.jsonl"
+GENERAL_FILE = REPO / "bench" / "data" / "qa_comparer_pairs.jsonl"
+SETS = {"gsm8k": PAIRS_FILE, "general": GENERAL_FILE}
 OUTPUTS_FILE = REPO / "tests" / "data" / "math_model_outputs.jsonl"
 MAX_REAL_CHARS = 900
 
@@ -141,15 +159,17 @@ def build_pairs(n: int, data_dir: str | None, seed: int = 0) -> list[dict[str, A
     return pairs
 
 
-def load_pairs(path: Path, n: int, source: str = "all") -> list[dict[str, Any]]:
+def load_pairs(path: Path, n: int | None, source: str = "all") -> list[dict[str, Any]]:
     pairs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     pairs = [p for p in pairs if source in ("all", p["source"])]
-    for p in pairs:  # the stored truth must still be math-verify's
-        if truth_of(p["a"], p["b"]) is not p["truth"]:
+    for p in (
+        pairs
+    ):  # the stored truth of GSM8K pairs must still be math-verify's (the general set is hand-labelled)
+        if p["source"] in ("real", "synthetic") and truth_of(p["a"], p["b"]) is not p["truth"]:
             raise SystemExit(
                 f"{path}: pair {p['id']} has truth {p['truth']}, math-verify disagrees; rebuild with --build"
             )
-    if n < len(pairs):  # keep the balance: first n/2 of each class
+    if n is not None and n < len(pairs):  # keep the balance: first n/2 of each class
         pos = [p for p in pairs if p["truth"]][: n // 2]
         neg = [p for p in pairs if not p["truth"]][: n - n // 2]
         pairs = pos + neg
@@ -167,53 +187,97 @@ def _prf(pred: list[bool], truth: list[bool]) -> dict[str, float | None]:
     return {"agreement": agree, "precision": precision, "recall": recall, "f1": f1}
 
 
-def evaluate(model: str, pairs: list[dict[str, Any]], *, dtype: str, max_tokens: int) -> dict[str, Any]:
-    from autojudge.core.compare.llm import ComparerSettings, LLMEquivalenceChecker, LocalChatComparer, Verdict
+def _score(votes: list[tuple[Any, ...]], truth: list[bool]) -> dict[str, Any]:
+    """Figures for one way of voting: the final verdict is the checker's strict majority of ``votes``."""
+    from autojudge.core.compare.llm import Verdict, aggregate_votes
 
-    backend = LocalChatComparer(model, dtype=dtype, batch_size=1)
-    t0 = time.perf_counter()
-    backend.load()
-    load_s = time.perf_counter() - t0
+    verdicts = [aggregate_votes(v) for v in votes]
+    pred = [v is Verdict.YES for v in verdicts]
+    false_eq = sum(p and not t for p, t in zip(pred, truth, strict=True))
+    negatives = sum(not t for t in truth)
+    return {
+        **_prf(pred, truth),
+        "cannot_tell_rate": sum(v is Verdict.CANNOT_TELL for v in verdicts) / len(verdicts),
+        "false_equivalent": false_eq,
+        "false_equivalent_of_all": false_eq / len(truth),
+        "false_equivalent_of_non_equivalent": false_eq / negatives if negatives else None,
+    }
+
+
+def evaluate(
+    model: str,
+    pairs: list[dict[str, Any]],
+    *,
+    dtype: str,
+    max_tokens: int,
+    cache: Path | None = None,
+    batch: int = 1,
+    cached_only: bool = False,
+) -> dict[str, Any]:
+    from autojudge.core.compare.llm import (
+        ComparerSettings,
+        LLMEquivalenceChecker,
+        LocalChatComparer,
+        ReplyCache,
+        Verdict,
+        parse_verdict,
+    )
+
+    backend = LocalChatComparer(model, dtype=dtype, batch_size=2 * batch)  # both orders of `batch` pairs
     checker = LLMEquivalenceChecker(backend, ComparerSettings(both_orders=True, max_tokens=max_tokens),
-                                    cache=None, exact_match_shortcut=False)  # fmt: skip
+                                    cache=ReplyCache(cache) if cache else None,
+                                    exact_match_shortcut=False)  # fmt: skip
+    if cached_only:  # score the pairs whose replies are all in the cache; never load the model
+        if checker.cache is None:
+            raise SystemExit("--cached-only needs --cache")
+        keys = [[checker._key(r) for _, r in checker._requests(p["question"], p["a"], p["b"])] for p in pairs]
+        have = checker.cache.get_many({k for ks in keys for k in ks})
+        pairs = [p for p, ks in zip(pairs, keys, strict=True) if all(k in have for k in ks)]
+        if not pairs:
+            raise SystemExit(f"no pair has all its replies in {cache}")
+        load_s = 0.0
+    else:
+        t0 = time.perf_counter()
+        backend.load()
+        load_s = time.perf_counter() - t0
     results = []
     t0 = time.perf_counter()
-    for i, p in enumerate(pairs):
-        results.extend(checker.check_many([(p["question"], p["a"], p["b"])]))
-        print(f"  [{model}] {i + 1}/{len(pairs)} {results[-1].verdict.value:<11} truth={p['truth']}",
-              file=sys.stderr, flush=True)  # fmt: skip
+    for start in range(0, len(pairs), batch):
+        chunk = pairs[start : start + batch]
+        results.extend(checker.check_many([(p["question"], p["a"], p["b"]) for p in chunk]))
+        for i in range(start, start + len(chunk)):
+            print(f"  [{model}] {i + 1}/{len(pairs)} {results[i].verdict.value:<11} truth={pairs[i]['truth']}",
+                  file=sys.stderr, flush=True)  # fmt: skip
     seconds = time.perf_counter() - t0
     truth = [p["truth"] for p in pairs]
-    both = [r.verdict is Verdict.YES for r in results]
-    single = [r.votes[0] is Verdict.YES for r in results]
+    votes = [r.votes for r in results]  # parse_vote: the restated answers checked (the checker's rule)
+    plain = [tuple(parse_verdict(x) for x in r.replies) for r in results]  # parse_verdict alone (before)
     return {
         "model": model,
         "dtype": dtype,
         "pairs": len(pairs),
         "equivalent_pairs": sum(truth),
-        "both_orders": {
-            **_prf(both, truth),
-            "cannot_tell_rate": sum(r.verdict is Verdict.CANNOT_TELL for r in results) / len(results),
-        },
-        "single_order": {
-            **_prf(single, truth),
-            "cannot_tell_rate": sum(r.votes[0] is Verdict.CANNOT_TELL for r in results) / len(results),
-        },
+        "both_orders": _score(votes, truth),
+        "single_order": _score([v[:1] for v in votes], truth),
+        "verdict_only_both_orders": _score(plain, truth),
+        "verdict_only_single_order": _score([v[:1] for v in plain], truth),
         "orders_agree": sum(r.votes[0] is r.votes[1] for r in results) / len(results),
-        "unparsed_vote_rate": sum(v is Verdict.CANNOT_TELL for r in results for v in r.votes)
-        / sum(len(r.votes) for r in results),
+        "unparsed_vote_rate": sum(v is Verdict.CANNOT_TELL for vs in plain for v in vs)
+        / sum(len(vs) for vs in plain),
         "requests": checker.stats.backend_calls,
-        "seconds_per_request": seconds / max(1, checker.stats.backend_calls),
+        "seconds_per_request": seconds / checker.stats.backend_calls if checker.stats.backend_calls else None,
         "load_seconds": load_s,
         "rows": [
             {
                 "id": p["id"],
+                "category": p.get("category", p["source"]),
                 "truth": p["truth"],
                 "verdict": r.verdict.value,
                 "votes": [v.value for v in r.votes],
+                "verdict_only_votes": [v.value for v in pv],
                 "replies": list(r.replies),
             }  # fmt: skip
-            for p, r in zip(pairs, results, strict=True)
+            for p, r, pv in zip(pairs, results, plain, strict=True)
         ],
     }
 
@@ -226,24 +290,37 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="smollm2-135m-instruct,qwen2.5-coder-1.5b-instruct",
                     help="comma-separated local comparing models (presets or paths)")  # fmt: skip
-    ap.add_argument("--n", type=int, default=40, help="pairs (balanced)")
+    ap.add_argument("--n", type=int, default=None, help="pairs (balanced; default: the whole set)")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pairs", type=Path, default=PAIRS_FILE)
+    ap.add_argument("--batch", type=int, default=1,
+                    help="pairs per comparer call (both orders of each in one greedy batch; faster on a loaded "
+                         "CPU, replies may differ from unbatched ones in the last bits)")  # fmt: skip
+    ap.add_argument("--set", choices=tuple(SETS), default="gsm8k",
+                    help="gsm8k: 40 GSM8K response pairs (tests/data); general: 114 hand-written "
+                         "general-knowledge answer pairs (bench/data)")  # fmt: skip
+    ap.add_argument("--pairs", type=Path, default=None, help="a pairs file instead of --set's")
     ap.add_argument(
-        "--source", choices=("all", "real", "synthetic"), default="all", help="which pairs to use"
+        "--source", choices=("all", "real", "synthetic", "general"), default="all", help="which pairs to use"
     )
+    ap.add_argument("--cached-only", action="store_true",
+                    help="score only the pairs whose replies are all in --cache, without loading the model")  # fmt: skip
     ap.add_argument(
         "--build", action="store_true", help=f"rebuild {PAIRS_FILE.name} from the data sets and exit"
     )
     ap.add_argument("--data-dir", default=None, help="GSM8K location (else AJ_DATA_DIR)")
     ap.add_argument("--json", type=Path, default=None, help="write every result (with the replies) here")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="reply cache file (default: none, so timings are real); keeps the replies of an "
+                         "interrupted run and lets a re-run score stored replies without the model")  # fmt: skip
     args = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.pairs is None:
+        args.pairs = PAIRS_FILE if args.build else SETS[args.set]
     if args.build:
         pairs = build_pairs(args.n, args.data_dir)
         args.pairs.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
@@ -253,18 +330,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(pairs)} pairs, {sum(p['truth'] for p in pairs)} equivalent "
           f"({sum(p['source'] == 'real' for p in pairs)} from real model outputs); "
           f"{args.dtype}, {args.threads} thread(s), max {args.max_tokens} reply tokens\n")  # fmt: skip
-    reports = [evaluate(m.strip(), pairs, dtype=args.dtype, max_tokens=args.max_tokens)
+    reports = [evaluate(m.strip(), pairs, dtype=args.dtype, max_tokens=args.max_tokens, cache=args.cache,
+                        batch=args.batch, cached_only=args.cached_only)
                for m in args.models.split(",") if m.strip()]  # fmt: skip
     print(
-        "| model | orders | agreement % | precision % | recall % | F1 % | cannot-tell % | orders agree % | s/request |"
+        "| model | votes | orders | agreement % | precision % | recall % | F1 % | cannot-tell % "
+        "| false equiv. (n) | false equiv. % of all | false equiv. % of non-equiv. | s/request |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    rules = (("restated answers checked", ""), ("verdict only (before)", "verdict_only_"))
     for r in reports:
-        for name, key in (("both", "both_orders"), ("(a, b) only", "single_order")):
-            m = r[key]
-            print(f"| {r['model']} | {name} | {_pct(m['agreement'])} | {_pct(m['precision'])} | {_pct(m['recall'])} "
-                  f"| {_pct(m['f1'])} | {_pct(m['cannot_tell_rate'])} | {_pct(r['orders_agree'])} "
-                  f"| {r['seconds_per_request']:.1f} |")  # fmt: skip
+        spr = "-" if r["seconds_per_request"] is None else f"{r['seconds_per_request']:.1f}"
+        for rule, prefix in rules:
+            for name, key in (("both", "both_orders"), ("(a, b) only", "single_order")):
+                m = r[prefix + key]
+                print(f"| {r['model']} | {rule} | {name} | {_pct(m['agreement'])} | {_pct(m['precision'])} "
+                      f"| {_pct(m['recall'])} | {_pct(m['f1'])} | {_pct(m['cannot_tell_rate'])} "
+                      f"| {m['false_equivalent']} | {_pct(m['false_equivalent_of_all'])} "
+                      f"| {_pct(m['false_equivalent_of_non_equivalent'])} | {spr} |")  # fmt: skip
+        print(f"\n{r['model']}: {r['pairs']} pairs ({r['equivalent_pairs']} equivalent), orders agree "
+              f"{_pct(r['orders_agree'])}% (restated answers checked), unparsed votes "
+              f"{_pct(r['unparsed_vote_rate'])}%")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"pairs_file": str(args.pairs), "reports": reports}, indent=2))

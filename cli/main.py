@@ -21,11 +21,61 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
     print(f"aj: {label}: {message}", file=sys.stderr)
 
 
+#: the project's own errors that are the user's to fix: `aj` prints their message, no traceback
+#: (module, class name); imported only when a command raised something
+USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("autojudge.core.run.errors", "PipelineError"),
+    ("autojudge.core.data", "DatasetNotFoundError"),
+    ("autojudge.core.mining.store", "MinedDataError"),
+    ("autojudge.core.models", "ModelNotFoundError"),
+    ("autojudge.core.models", "IncompatibleModelsError"),
+    ("autojudge.core.presets", "PresetError"),
+    ("autojudge.core.runner", "UnsupportedModelError"),
+    ("autojudge.judges.artifact", "JudgeArtifactError"),
+    ("autojudge.judges.spec", "JudgeSpecError"),
+    ("autojudge.plugins.manager", "UnknownTaskError"),
+    ("autojudge.plugins.manager", "UnknownDatasetError"),
+    ("autojudge.plugins.manager", "UnknownNameError"),
+)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The classes of :data:`USER_ERRORS` (those whose module imports here)."""
+    import importlib
+
+    found = []
+    for module, name in USER_ERRORS:
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):  # pragma: no cover - a broken install shows its traceback
+            continue
+    return tuple(found)
+
+
+def user_error_message(e: BaseException) -> str:
+    """The message of a user error (a KeyError subclass's ``str`` would quote it)."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
 class AjGroup(click.Group):
-    """Lists commands in the order they were added, so `aj --help` reads like the pipeline."""
+    """Lists commands in the order they were added, so `aj --help` reads like the pipeline.
+
+    Every command runs through :meth:`invoke`, which turns the project's own user errors
+    (:data:`USER_ERRORS`) into one ``Error: ...`` line and exit status 1, without a traceback.
+    """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as e:
+            if isinstance(e, user_error_types()):
+                raise click.ClickException(user_error_message(e)) from e
+            raise
 
 
 @click.group(cls=AjGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -68,6 +68,14 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     default=None,
     help="float32 gives labels identical to plain greedy regeneration; bfloat16 (CPU default) is faster.",
 )
+@click.option(
+    "--quant",
+    type=click.Choice(["none", "int8"]),
+    default="none",
+    show_default=True,
+    help="int8: int8 weight-only linears in both models after loading (CPU: ~1.8x faster 1-token steps, slower multi-token verifies, "
+    "labels of the quantized pair; recorded in meta.json, a --resume must use the same). transformers backend only.",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option(
     "--data-dir",
@@ -92,6 +100,7 @@ def mine(
     inflight,
     backend,
     dtype,
+    quant,
     device,
     data_dir,
     no_progress,
@@ -110,8 +119,23 @@ def mine(
     out = out or Path("runs") / f"mine-{task.name}"
     if backend == "vllm" and naive:
         raise click.UsageError("--naive regenerates rollouts token by token: use --backend transformers")
+    if backend == "vllm" and quant != "none":
+        raise click.UsageError("--quant int8 quantizes the transformers models: use --backend transformers")
+    # what needs no model is checked before the models load
+    from autojudge.cli.checks import check_split_data
+
+    shard_range = _parse_shard(shard)
+    check_split_data(task, split or task.mining_split, data_dir)
+    if (out / "meta.json").exists() and not resume:
+        raise click.ClickException(
+            f"{out} already holds mined data; pass --resume to continue it or choose another --out"
+        )
     pair = load_pair(
-        draft or presets.DEFAULT_DRAFT, target or presets.DEFAULT_TARGET, dtype=dtype, device=device
+        draft or presets.DEFAULT_DRAFT,
+        target or presets.DEFAULT_TARGET,
+        dtype=dtype,
+        device=device,
+        quant=quant,
     )
     config = MiningConfig(
         max_new_tokens=max_new_tokens, max_mismatches=max_mismatches, naive=naive, inflight=inflight
@@ -119,7 +143,7 @@ def mine(
     try:
         summary = mine_task(
             task, pair, out, split=split, limit=limit, data_dir=data_dir, config=config,
-            resume=resume, shard=_parse_shard(shard), progress=not no_progress, backend=backend,
+            resume=resume, shard=shard_range, progress=not no_progress, backend=backend,
         )  # fmt: skip
     except ImportError as e:  # VLLMUnavailableError: vLLM missing or another version
         if backend != "vllm":

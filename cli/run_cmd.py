@@ -86,6 +86,14 @@ def _ints(value: str) -> tuple[int, ...]:
     help="Draft tokens per cycle.",
 )
 @click.option("--dtype", default=None, help="bfloat16 (CPU default), float32, float16.")
+@click.option(
+    "--quant",
+    type=click.Choice(["none", "int8"]),
+    default="none",
+    show_default=True,
+    help="int8: int8 weight-only linears in both models after loading (faster on CPU; part of the stages' "
+    "cache keys; the judge artifact still fits the float models). transformers backend only.",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option(
     "--backend",
@@ -129,9 +137,17 @@ def _ints(value: str) -> tuple[int, ...]:
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--no-progress", is_flag=True)
+@click.option(
+    "--eval-batch",
+    type=click.IntRange(1),
+    default=8,
+    show_default=True,
+    help="Problems decoded at once per mode in validation and evaluation (transformers backend; "
+    "1: one at a time). Rows are identical; tokens/s becomes a throughput figure.",
+)
 def run(task_name, dataset, draft, target, mine_limit, val_limit, eval_limit, thresholds, val_thresholds, top_k,
-        max_accuracy_drop, max_new_tokens, k, dtype, device, backend, features, target_recall, max_mismatches, mined, data_dir,
-        out, resume, no_progress):  # fmt: skip
+        max_accuracy_drop, max_new_tokens, k, dtype, quant, device, backend, features, target_recall, max_mismatches, mined, data_dir,
+        out, resume, no_progress, eval_batch):  # fmt: skip
     """Mine, train the judge, pick its threshold on validation, evaluate and report the trade-off.
 
     Each stage is cached in --out and skipped when its inputs are unchanged;
@@ -149,9 +165,9 @@ def run(task_name, dataset, draft, target, mine_limit, val_limit, eval_limit, th
             draft=draft, target=target,
             mine_limit=mine_limit, val_limit=val_limit, eval_limit=eval_limit, thresholds=_floats(thresholds),
             val_thresholds=_floats(val_thresholds), top_k=_ints(top_k), max_accuracy_drop=max_accuracy_drop,
-            max_new_tokens=max_new_tokens, k=k, dtype=dtype, device=device, backend=backend, features=features,
+            max_new_tokens=max_new_tokens, k=k, dtype=dtype, quant=quant, device=device, backend=backend, features=features,
             target_recall=target_recall, max_mismatches=max_mismatches or None, mined=mined, data_dir=data_dir, resume=resume,
-            progress=not no_progress,
+            progress=not no_progress, eval_batch=eval_batch,
         )  # fmt: skip
     except ValueError as e:
         raise click.BadParameter(str(e)) from e

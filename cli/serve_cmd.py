@@ -11,6 +11,8 @@ import click
 
 #: a description longer than this goes to a file (an environment variable holds at most 128 KiB on Linux)
 MAX_INLINE_JUDGE = 16 * 1024
+#: seconds ``aj serve`` lets in-flight requests finish after SIGTERM (vLLM's ``--shutdown-timeout``)
+DEFAULT_DRAIN_TIMEOUT = 120
 
 
 def judge_env_value(description: dict) -> str:
@@ -31,6 +33,17 @@ def judge_env_value(description: dict) -> str:
     if not path.is_file():
         atomic_write_text(path, text)
     return str(path.resolve())
+
+
+def drain_args(drain_timeout: int, vllm_args: tuple[str, ...] | list[str]) -> list[str]:
+    """vLLM's ``--shutdown-timeout`` for ``--drain-timeout``, unless the extra vLLM arguments set it.
+
+    vLLM's default (0) aborts in-flight requests on SIGTERM: their clients get HTTP 500
+    (``EngineDeadError``). A positive value lets them finish first (docs/vllm.md, "Under load").
+    """
+    if any(a == "--shutdown-timeout" or a.startswith("--shutdown-timeout=") for a in vllm_args):
+        return []
+    return ["--shutdown-timeout", str(drain_timeout)]
 
 
 @click.command("serve")
@@ -77,11 +90,19 @@ def judge_env_value(description: dict) -> str:
     "--served-model-name", default=None, help="Model name in the API. [default: the --target value]"
 )
 @click.option(
+    "--drain-timeout",
+    type=click.IntRange(0),
+    default=DEFAULT_DRAIN_TIMEOUT,
+    show_default=True,
+    help="On SIGTERM/SIGINT, let in-flight requests finish for up to this many seconds before exiting "
+    "(vLLM's --shutdown-timeout, whose default 0 aborts them with HTTP 500); 0 = abort.",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Print the vLLM command and environment instead of starting it."
 )
 @click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
 def serve(judge_spec, threshold, draft, target, k, host, port, dtype, max_model_len, kv_cache_gib, eager,
-          served_model_name, dry_run, vllm_args):  # fmt: skip
+          served_model_name, drain_timeout, dry_run, vllm_args):  # fmt: skip
     """Start `vllm serve` for TARGET with DRAFT speculation and the judge; extra VLLM_ARGS go to vLLM.
 
     Greedy requests (temperature 0) without grammar constraints are judged; sampled or
@@ -91,6 +112,7 @@ def serve(judge_spec, threshold, draft, target, k, host, port, dtype, max_model_
     """
     from pathlib import Path
 
+    from autojudge.cli.checks import check_judge_option
     from autojudge.core import presets
     from autojudge.core.backends import open_vllm
     from autojudge.core.backends.vllm import VLLMUnavailableError, require_vllm
@@ -99,6 +121,7 @@ def serve(judge_spec, threshold, draft, target, k, host, port, dtype, max_model_
     from autojudge.core.models import resolve_dtype
     from autojudge.judges.spec import load_judge_spec
 
+    check_judge_option(judge_spec, threshold)  # before vLLM and the models: a bad --judge fails at once
     try:
         require_vllm()
     except VLLMUnavailableError as e:
@@ -124,6 +147,7 @@ def serve(judge_spec, threshold, draft, target, k, host, port, dtype, max_model_
         argv.append("--enforce-eager")
     if kv_cache_gib is not None:
         argv += ["--kv-cache-memory-bytes", str(int(kv_cache_gib * (1 << 30)))]
+    argv += drain_args(drain_timeout, vllm_args)
     argv += list(vllm_args)
     env = dict(os.environ)
     env[ENV_JUDGE] = judge_env_value(description)

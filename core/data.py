@@ -23,7 +23,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ def is_offline() -> bool:
 
 
 def find_data_file(
-    relpath: str,
+    relpath: str | Sequence[str],
     *,
     data_dir: str | Path | None = None,
     url: str | None = None,
@@ -63,30 +63,38 @@ def find_data_file(
 ) -> Path:
     """Return a local path to ``relpath``, downloading it from ``url`` when allowed.
 
-    ``sha256`` (optional) is checked on downloads. Raises :class:`DatasetNotFoundError`.
+    ``relpath`` may be several alternatives (e.g. ``("gsm8k/train.jsonl.gz", "gsm8k/train.jsonl")``):
+    each directory is searched for each of them, in order; a download is saved as the last one.
+    ``sha256`` (optional) is checked on downloads. Raises :class:`DatasetNotFoundError`, whose
+    message names every path tried.
     """
+    relpaths = [relpath] if isinstance(relpath, str) else list(relpath)
+    if not relpaths:
+        raise ValueError("find_data_file needs at least one relative path")
     tried = []
     for d in data_dirs(data_dir):
-        p = d / relpath
-        tried.append(str(p))
-        if p.is_file():
-            return p
+        for rel in relpaths:
+            p = d / rel
+            tried.append(str(p))
+            if p.is_file():
+                return p
     download_error = None
     if url and not is_offline():
-        target = cache_dir("datasets") / relpath
+        target = cache_dir("datasets") / relpaths[-1]
         try:
             return fetch_url(url, target, sha256=sha256)
         except (OSError, urllib.error.URLError, ValueError) as e:
             download_error = f"download from {url} failed: {e}"
-    name = dataset or relpath.split("/")[0]
-    lines = [f"data set {name!r} not found: no file {relpath!r} in any of:"]
+    name = dataset or relpaths[0].split("/")[0]
+    files = " or ".join(repr(r) for r in relpaths)
+    lines = [f"data set {name!r} not found: no file {files} in any of:"]
     lines += [f"  - {t}" for t in tried]
     if download_error:
         lines.append(f"  and {download_error}")
     elif url and is_offline():
         lines.append(f"  and {OFFLINE_ENV}=1 forbids downloading it from {url}")
     lines.append(
-        f"Fix: pass --data-dir DIR (or set {DATA_DIR_ENV}=DIR) where DIR/{relpath} exists"
+        f"Fix: pass --data-dir DIR (or set {DATA_DIR_ENV}=DIR) where {' or '.join(f'DIR/{r}' for r in relpaths)} exists"
         + (", or run once with network access to fetch it from upstream." if url else ".")
     )
     raise DatasetNotFoundError("\n".join(lines))

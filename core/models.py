@@ -27,6 +27,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import logging
 import os
 import re
 import warnings
@@ -96,6 +97,8 @@ class LoadedModel:
     path: Path | None
     dtype: torch.dtype
     device: torch.device
+    #: ``--quant``: "none" (float weights) or "int8" (weight-only int8 linears, :mod:`autojudge.core.quant`)
+    quant: str = "none"
 
     @property
     def config(self) -> Any:
@@ -152,6 +155,35 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+#: transformers' loggers that advise another ``dtype=`` when a model loads (the GGUF quantizer: "Pass
+#: `dtype=torch.float32` to avoid it"); aj chose the dtype (``--dtype``), so the user cannot act on it
+_DTYPE_ADVICE_LOGGERS = ("transformers.quantizers.quantizer_gguf", "transformers.modeling_utils")
+_DTYPE_ADVICE_RE = re.compile(r"\b[Pp]ass `?(torch_)?dtype=")
+
+
+class _DtypeAdviceFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _DTYPE_ADVICE_RE.search(record.getMessage())
+
+
+@contextlib.contextmanager
+def _without_dtype_advice() -> Iterator[None]:
+    """Drop transformers' advice to pass another ``dtype=`` while WE load a model in the dtype we chose.
+
+    Only these records, only on the loggers that emit them, only inside the ``from_pretrained`` calls
+    of this module; every other warning still shows.
+    """
+    filt = _DtypeAdviceFilter()
+    loggers = [logging.getLogger(name) for name in _DTYPE_ADVICE_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(filt)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(filt)
+
+
 @contextlib.contextmanager
 def _faster_gguf_loading() -> Iterator[None]:
     """Memoize ``gguf.GGUFReader`` and ``gguf.get_tensor_name_map`` while converting.
@@ -201,7 +233,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path, *, dtype: torch.dtype | None = 
 
     gguf_file = Path(gguf_file)
     kwargs = {"gguf_file": gguf_file.name}
-    with _faster_gguf_loading():
+    with _faster_gguf_loading(), _without_dtype_advice():  # bfloat16 is our choice: dense bf16 is saved
         model = AutoModelForCausalLM.from_pretrained(
             gguf_file.parent, dtype=dtype or torch.bfloat16, **kwargs
         )
@@ -306,13 +338,14 @@ def _load_tokenizer_and_config(source: str | Path) -> tuple[Any, Any]:
 
 
 def _load_weights(
-    spec: str, source: str | Path, tokenizer: Any, dtype: torch.dtype, device: str
+    spec: str, source: str | Path, tokenizer: Any, dtype: torch.dtype, device: str, quant: str | None = None
 ) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        with _without_dtype_advice():  # the dtype is aj's choice (--dtype), not the user's to change here
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except OSError as err:
         if isinstance(source, Path):
             raise
@@ -321,14 +354,23 @@ def _load_weights(
     model.to(dev)
     model.eval()
     model.requires_grad_(False)
+    if quant not in (None, "none"):
+        from autojudge.core.quant import apply_quant
+
+        apply_quant(model, quant)  # after .to(device): the int8 buffers are built where they run
     return LoadedModel(
         id=spec, model=model, tokenizer=tokenizer, path=source if isinstance(source, Path) else None,
-        dtype=dtype, device=dev,
+        dtype=dtype, device=dev, quant=(quant or "none").lower(),
     )  # fmt: skip
 
 
-def load_model(spec: str, *, dtype: str | torch.dtype | None = None, device: str = "cpu") -> LoadedModel:
+def load_model(
+    spec: str, *, dtype: str | torch.dtype | None = None, device: str = "cpu", quant: str | None = None
+) -> LoadedModel:
     """Load a causal LM and its tokenizer from a preset name, local dir, ``.gguf`` file or hub id.
+
+    ``quant="int8"`` replaces every linear layer by an int8 weight-only one after loading
+    (:mod:`autojudge.core.quant`); ``None``/``"none"`` keeps the float weights.
 
     Raises :class:`ModelNotFoundError` when ``spec`` resolves to nothing (the
     message lists presets and how to pass a local path).
@@ -336,7 +378,7 @@ def load_model(spec: str, *, dtype: str | torch.dtype | None = None, device: str
     torch_dtype = resolve_dtype(dtype, device)
     source = resolve_spec(spec)
     tokenizer, _ = _load_tokenizer_and_config(source)
-    return _load_weights(spec, source, tokenizer, torch_dtype, device)
+    return _load_weights(spec, source, tokenizer, torch_dtype, device, quant)
 
 
 # -- pairs ------------------------------------------------------------------------------------
@@ -390,9 +432,16 @@ def check_pair_compatible(
 
 
 def load_pair(
-    draft: str, target: str, *, dtype: str | torch.dtype | None = None, device: str = "cpu"
+    draft: str,
+    target: str,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str = "cpu",
+    quant: str | None = None,
 ) -> ModelPair:
     """Load draft and target (any :func:`load_model` spec) after checking they are compatible.
+
+    ``quant`` (``"none"``/``"int8"``) applies to both models (see :func:`load_model`).
 
     Tokenizers and configs are checked before any weights are loaded.
     """
@@ -401,8 +450,8 @@ def load_pair(
     d_tok, d_cfg = _load_tokenizer_and_config(d_src)
     t_tok, t_cfg = _load_tokenizer_and_config(t_src)
     check_pair_compatible(d_tok, t_tok, d_cfg, t_cfg)
-    d = _load_weights(draft, d_src, d_tok, torch_dtype, device)
-    t = _load_weights(target, t_src, t_tok, torch_dtype, device)
+    d = _load_weights(draft, d_src, d_tok, torch_dtype, device, quant)
+    t = _load_weights(target, t_src, t_tok, torch_dtype, device, quant)
     return ModelPair(draft=d, target=t, tokenizer=t_tok)
 
 

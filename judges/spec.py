@@ -20,6 +20,39 @@ from autojudge.plugins.manager import judge_from_spec, judge_spec_forms
 BASELINE_FORMS = ("never", "always", "topk:K", "prob:P")
 
 
+class JudgeSpecError(ValueError):
+    """A ``--judge`` string names no usable judge (bad argument, no such file); the message says why."""
+
+
+def check_judge_spec(spec: str, *, threshold: float | None = None) -> dict[str, Any] | None:
+    """Check a ``--judge`` string (and ``--threshold``) WITHOUT the models, before they load.
+
+    A registered kind is parsed (``topk:abc`` fails here); an artifact path must exist and its
+    header, format, tensors and checksum must be sound (:func:`~autojudge.judges.artifact.load_judge`
+    without fingerprints; those are checked by :func:`load_judge_spec` once the models are loaded).
+    Returns the artifact's metadata, or None for a registered kind. Raises :class:`JudgeSpecError`
+    or :class:`~autojudge.judges.artifact.JudgeArtifactError`.
+    """
+    try:
+        judge = parse_baseline(spec)
+    except (ValueError, TypeError) as e:
+        raise JudgeSpecError(str(e)) from None
+    if judge is not None:
+        if threshold is not None:
+            raise JudgeSpecError("--threshold applies to trained judge artifacts, not to baseline judges")
+        return None
+    path = Path(spec)
+    if not path.is_file():
+        raise JudgeSpecError(
+            f"judge {spec!r} is neither a baseline ({', '.join(judge_spec_forms())}) nor an existing file"
+        )
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise JudgeSpecError(f"--threshold must be in [0, 1], got {threshold}")
+    from autojudge.judges.artifact import load_judge
+
+    return load_judge(path, threshold=threshold)[1]
+
+
 def parse_baseline(spec: str) -> Judge | None:
     """The judge a registered kind names in ``spec``, or None when ``spec`` names no kind."""
     return judge_from_spec(spec)

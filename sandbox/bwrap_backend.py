@@ -218,8 +218,13 @@ class Cgroups:
                 (d / "cpu.max").write_text(f"{int(cpus * period)} {period}")
         return [str(d / "cgroup.procs") for d in dirs]
 
-    def remove(self, procs: list[str], wait_s: float = 5.0) -> None:
-        """Remove the cgroups once the processes killed a moment ago are gone (EBUSY until then)."""
+    def remove(self, procs: list[str], wait_s: float = 15.0) -> None:
+        """Remove the cgroups once their processes are gone (EBUSY until then).
+
+        Whatever is still listed in a cgroup's ``cgroup.procs`` belongs to this slot's sandbox and
+        is killed on every try, so a process that escaped the session's own kill (or is slow to
+        die on a loaded machine) cannot keep the cgroup alive.
+        """
         t_end = time.monotonic() + wait_s
         for p in procs:
             d = Path(p).parent
@@ -228,8 +233,23 @@ class Cgroups:
                     os.rmdir(d)
                 except OSError:
                     if time.monotonic() > t_end:
+                        log.warning(
+                            "bwrap sandbox: cgroup %s still busy after %.0f s; left in place", d, wait_s
+                        )
                         break
+                    _kill_listed(Path(p))
                     time.sleep(0.02)
+
+
+def _kill_listed(procs_file: Path) -> None:
+    """SIGKILL every process listed in a cgroup's ``cgroup.procs`` (ignoring ones already gone)."""
+    try:
+        pids = [int(x) for x in procs_file.read_text().split()]
+    except (OSError, ValueError):
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- the backend

@@ -55,3 +55,10 @@ def test_sandbox_benchmark_smoke():
     for row in ("| docker | cold", "| docker | warm (harness per slot", "| bwrap | cold", "| bwrap | warm"):
         assert row in out, out[-2000:]
     assert "tests/s" in out
+
+
+def test_batched_engine_benchmark_smoke():
+    out = run_bench("bench_batched.py", "--tiny", "--threads", "1")
+    assert out.startswith("CPU: ") and "\nflags: " in out
+    assert out.count("| BatchedEngine | 16 | 16 | 128 |") == 2  # fp32 and bf16
+    assert "16/16 |" in out

@@ -80,9 +80,9 @@ def test_code_task_runs_end_to_end_with_pass_at_1(pair, tmp_path, monkeypatch):
     monkeypatch.setattr(sandboxed, "get_code_sandbox", lambda backend=None: Spy(real_box(backend)))
     sandboxed.cache_clear()  # programs of earlier tests must not be answered from the cache
 
-    out = tmp_path / "run"
+    out = tmp_path / "run"  # eval_batch=1: the scripted engine answers one prompt at a time (.generate)
     s = run_pipeline(RunConfig(task="code", out=out, mine_limit=2, val_limit=1, eval_limit=2, max_new_tokens=6, k=3,
-                               top_k=(2,), progress=False), pair=pair)  # fmt: skip
+                               top_k=(2,), progress=False, eval_batch=1), pair=pair)  # fmt: skip
     assert s["task"] == "humaneval" and s["metric"] == "pass@1" and s["settings"]["dataset"] is None
     assert s["eval_split"] == "eval" and len(s["eval_prompt_ids"]) == 2
     assert all(i.startswith("humaneval-") for i in s["eval_prompt_ids"])

@@ -193,3 +193,60 @@ def test_make_judge_loads_an_artifact_with_the_mode_threshold(tmp_path, tiny_pai
     assert judge.threshold == 0.125
     with pytest.raises(ValueError, match="artifact"):
         make_judge(ModeSpec("judge", threshold=0.1))
+
+
+TIMING_KEYS = ("prefill_time", "draft_time", "target_time", "judge_time", "wall_time", "tokens_per_s")
+
+
+def _untimed(row: dict) -> dict:
+    """A row without what depends on the clock or the batch (times, sitting, batch record)."""
+    r = {k: v for k, v in row.items() if k not in ("sitting", "batch")}
+    r["metrics"] = {k: v for k, v in row["metrics"].items() if k not in TIMING_KEYS}
+    return r
+
+
+def test_batched_evaluation_rows_equal_batch_1_rows(tiny_pair, char_tokenizer, tmp_path):
+    """eval batch 4 (BatchedEngine) writes the same rows as batch 1 (SpeculativeEngine), minus timings."""
+    from autojudge.core.batched import BatchedEngine
+    from autojudge.core.judge import LinearJudge
+
+    target, draft = tiny_pair
+    task = ToyArithmeticTask()
+    examples = task.load("test", limit=6)
+    g = torch.Generator().manual_seed(5)
+    w = {
+        "dd": torch.randn(draft.config.hidden_size, generator=g),
+        "dt": torch.randn(target.config.hidden_size, generator=g),
+    }
+    modes = [ModeSpec("ar"), ModeSpec("sd"), ModeSpec("judge", threshold=0.5), ModeSpec("topk", top_k=3)]
+    judges = {
+        "judge@0.5": LinearJudge(w, bias=0.0, threshold=0.5, blocks=("dd", "dt")),
+        "topk:3": make_judge(modes[3]),
+    }
+    kw = dict(settings=EvalSettings(k=4, max_new_tokens=24), judges=judges, base_key={"x": 1})
+    single = evaluate_modes(task, SpeculativeEngine(target, draft, char_tokenizer), examples, modes,
+                            tmp_path / "b1", **kw)  # fmt: skip
+    batched_engine = BatchedEngine(target, draft, char_tokenizer)
+    batched = evaluate_modes(task, SpeculativeEngine(target, draft, char_tokenizer), examples, modes,
+                             tmp_path / "b4", batch=4, batch_engine=batched_engine, **kw)  # fmt: skip
+    for m in modes:
+        assert [_untimed(r) for r in batched[m.name]] == [_untimed(r) for r in single[m.name]], m.name
+        assert read_rows(tmp_path / "b4" / f"{m.file_stem}.jsonl") == batched[m.name]
+        assert [r["batch"]["size"] for r in batched[m.name]] == [4, 4, 4, 4, 2, 2]
+        assert all(r["batch"] == {"size": 1} for r in single[m.name])
+    for name in ("judge@0.5", "topk:3"):  # the judges did decide: some mismatches accepted
+        assert sum(r["metrics"]["num_judge_accepted"] for r in batched[name]) > 0, name
+    agg4, agg1 = aggregate_rows(batched["sd"]), aggregate_rows(single["sd"])
+    assert agg4["tokens_per_s_kind"] == "throughput" and agg4["batch_sizes"] == [2, 4]
+    assert agg1["tokens_per_s_kind"] == "latency" and agg1["batch_sizes"] == [1]
+    walls = {r["batch"]["id"]: r["batch"]["wall_time"] for r in batched["sd"]}
+    assert len(walls) == 2 and agg4["wall_time"] == pytest.approx(sum(walls.values()))
+
+    # a crash mid-run: rows of finished chunks are kept, resume decodes only the rest, no duplicates
+    path = tmp_path / "b4" / "ar.jsonl"
+    path.write_text("".join(line + "\n" for line in path.read_text().splitlines()[:4]))
+    again = evaluate_modes(task, SpeculativeEngine(target, draft, char_tokenizer), examples, modes,
+                           tmp_path / "b4", batch=4, batch_engine=batched_engine, resume=True, **kw)  # fmt: skip
+    assert [_untimed(r) for r in again["ar"]] == [_untimed(r) for r in single["ar"]]
+    assert [r["batch"]["size"] for r in read_rows(path)] == [4, 4, 4, 4, 2, 2]
+    assert len(read_rows(path)) == len(examples)

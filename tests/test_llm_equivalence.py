@@ -33,6 +33,7 @@ from autojudge.core.compare.llm import (
     build_messages,
     parse_comparer_spec,
     parse_verdict,
+    parse_vote,
 )
 from autojudge.core.compare.llm import prompt as prompt_mod
 from autojudge.core.compare.llm.cache import default_cache_path, reply_key
@@ -73,6 +74,12 @@ def same_last_word(req: ChatRequest) -> str:
     a, b = shown(req)
     same = a.split()[-1].strip(".").lower() == b.split()[-1].strip(".").lower()
     return f"A: {a}\nB: {b}\nSame: {'Yes' if same else 'No'}"
+
+
+def restating(req: ChatRequest, word: str) -> str:
+    """A reply in the prompt's format that restates each shown response's last word."""
+    a, b = (x.split()[-1].strip(".") for x in shown(req))
+    return f"A: {a}\nB: {b}\nSame: {word}"
 
 
 # -- prompt -----------------------------------------------------------------------------------------------
@@ -156,6 +163,164 @@ def test_parse_verdict_of_non_strings_is_cannot_tell():
     assert parse_verdict(42) is C  # type: ignore[arg-type]
 
 
+# -- votes: the restated answers must be the ones shown (issue 17) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply, a, b, vote",
+    [
+        # the four false "equivalent" verdicts of issue 17: the model wrote the right answer instead of B
+        ("A: 6\nB: 6\nSame: Yes", "6", "8", C),
+        ("A: 8\nB: 8\nSame: Yes", "8", "6", C),
+        ("A: Jane Austen\nB: Jane Austen\nSame: Yes", "Jane Austen", "Charlotte Bronte", C),
+        ("A: carbon dioxide\nB: carbon dioxide\nSame: Yes", "carbon dioxide", "oxygen", C),
+        ("A: blue whale\nB: blue whale\nSame: Yes", "the blue whale", "the African elephant", C),
+        # Yes to two different numbers it wrote down itself
+        ("A: 2\nB: 4\nSame: Yes", "2", "4", C),
+        ("A: 19\nB: 9\nSame: Yes", "so 19.00", "it is 9", C),
+        # faithful restatements keep their verdict
+        ("A: 6\nB: 8\nSame: No", "6", "8", N),
+        ("A: Jane Austen\nB: Charlotte Bronte\nSame: No", "Jane Austen", "Charlotte Bronte", N),
+        ("A: 6\nB: six\nSame: Yes", "6", "A hexagon has six sides.", Y),
+        ("A: 6\nB: 6\nSame: Yes", "6", "A hexagon has six sides.", Y),  # number words count as digits
+        ("**A:** Emily Brontë\n**B:** Emily Bronte\n**Same:** Yes", "Emily Bronte", "Emily Brontë", Y),
+        ("A: 1,440\nB: 1440\nSame: Yes", "1,440", "1440", Y),
+        ("A: 19\nB: 19.00\nSame: Yes", "So the answer is \\boxed{19}.", "#### 19.00", Y),
+        ("A: Paris\nB: the capital is Paris\nSame: Yes", "Paris", "The capital of France is Paris.", Y),
+        ("A: Paris\nB: Paris\nSame: Yes", "PARIS.", "It's Paris of course", Y),
+        ("Response A: Canberra\nResponse B: Canberra\nSame: Yes", "Canberra", "It is Canberra", Y),
+        ("A: Leonardo\nB: Leonardo da Vinci\nSame: Yes", "Leonardo", "Leonardo da Vinci", Y),  # nested words
+        ("A: 4 July 1776\nB: July 4, 1776\nSame: Yes", "4 July 1776", "July 4, 1776", Y),
+        # a Yes the words do not support: different words on both sides, or a listed item dropped
+        ("A: carbon dioxide\nB: oxygen\nSame: Yes", "carbon dioxide", "oxygen", C),
+        ("A: CO2\nB: carbon dioxide\nSame: Yes", "CO2", "carbon dioxide", C),  # synonyms: the price
+        (
+            "A: Franklin D. Roosevelt\nB: Theodore Roosevelt\nSame: Yes",
+            "Franklin D. Roosevelt",
+            "Theodore Roosevelt",
+            C,
+        ),
+        ("A: 42.195 km\nB: 42.195 miles\nSame: Yes", "42.195 km", "42.195 miles", C),
+        (
+            "A: hydrogen\nB: hydrogen\nSame: Yes",
+            "hydrogen and oxygen",
+            "hydrogen",
+            C,
+        ),  # truncated restatement
+        ("A: 1776\nB: 1776\nSame: Yes", "July 4, 1776", "1776", C),  # a short answer's number dropped
+        ("A: 1945\nB: 1945\nSame: Yes", "1945", "It ended in 1945, with Japan's surrender in 1945", Y),
+        ("A: Wilbur Wright\nB: Wilbur Wright\nSame: Yes", "Wilbur Wright", "Orville & Wilbur Wright", C),
+        ("A: red, blue\nB: red, blue\nSame: Yes", "red, blue", "red, yellow, blue", C),
+        ("A: Ottawa\nB: Ottawa\nSame: Yes", "Ottawa", "It is Ottawa, in Ontario.", Y),  # one comma: no list
+        (
+            "A: red, yellow and blue\nB: blue, red, yellow\nSame: Yes",
+            "red, yellow and blue",
+            "blue, red, yellow",
+            Y,
+        ),
+        # a No needs no support from the words
+        ("A: carbon dioxide\nB: CO2\nSame: No", "carbon dioxide", "CO2", N),
+        (
+            "A: Wilbur and Orville\nB: Orville and Wilbur\nSame: Yes",
+            "Wilbur and Orville",
+            "Orville, Wilbur",
+            Y,
+        ),
+        # a vote that does not show what it compared, or misquotes: cannot tell
+        ("Same: Yes", "6", "6.0", C),
+        ("Same: No", "6", "8", C),
+        ("Yes", "Paris", "paris!", C),
+        ("A: 6\nSame: Yes", "6", "six", C),
+        ("A: hydrogen and oxygen\nB: hydrogen and oxygen\nSame: Yes", "hydrogen and oxygen", "hydrogen", C),
+        ("A: 6\nB: 8\nSame: No", "6", "seven", C),
+        ("A: \nB: 8\nSame: No", "6", "8", C),
+        ("A: the\nB: 8\nSame: No", "the 6", "8", C),  # filler alone restates nothing
+        ("A: 100 degrees Celsius\nB: 100\nSame: Yes", "100 °C", "100", C),  # conservative: words not shown
+        # numbers in words and spellings of units are normalised
+        ("A: 366\nB: 366\nSame: Yes", "366", "three hundred sixty-six", Y),
+        ("A: 206\nB: two hundred and six\nSame: Yes", "206", "two hundred and six", Y),
+        ("A: 3,000,000\nB: three million\nSame: Yes", "approximately 3,000,000", "about three million", Y),
+        ("A: 1912\nB: 1912\nSame: Yes", "1912", "nineteen twelve", C),  # read as 19 and 12
+        ("A: 42.195 km\nB: 42.195 kilometres\nSame: Yes", "42.195 km", "42.195 kilometres", Y),
+        ("A: 343 m/s\nB: 343 metres per second\nSame: Yes", "343 m/s", "343 metres per second", Y),
+        ("A: 100 °C\nB: 100 degrees Celsius\nSame: Yes", "100 °C", "100 degrees Celsius", Y),
+        # an unparsable verdict stays cannot tell whatever the restatement
+        ("A: 6\nB: 6\nSame: maybe", "6", "6", C),
+        ("A: 6\nB: 6", "6", "6", C),
+    ],
+)
+def test_parse_vote_checks_the_restated_answers(reply, a, b, vote):
+    assert parse_vote(reply, a, b) is vote
+
+
+def test_one_comma_is_a_list_when_the_question_asks_for_several_things():
+    reply = "A: Paris, France\nB: France\nSame: Yes"
+    assert parse_vote(reply, "Paris, France", "France") is Y
+    assert parse_vote(reply, "Paris, France", "France", question="In which city and country is it?") is C
+    assert parse_vote(reply, "Paris, France", "France", question="Where is the Eiffel Tower?") is Y
+    same = "A: Paris, France\nB: Paris, France\nSame: Yes"
+    assert parse_vote(same, "Paris, France", "in Paris, in France", question="Which city and country?") is Y
+    ottawa = "A: Ottawa\nB: Ottawa\nSame: Yes"
+    assert (
+        parse_vote(ottawa, "Ottawa", "It is Ottawa, in Ontario.", question="What is the capital of Canada?")
+        is Y
+    )
+
+
+def test_the_checker_passes_the_question_to_the_vote_rules():
+    checker = LLMEquivalenceChecker(ScriptedBackend(lambda r: restating(r, "Yes")))
+    assert checker.check("Where is it?", "Paris, France", "France").votes == (Y, Y)
+    assert checker.check("Which city and country?", "Paris, France", "France").votes == (C, C)
+
+
+def test_a_vote_is_checked_against_the_responses_in_its_own_order():
+    # (a, b) = ("6", "8"); the second request shows them as ("8", "6")
+    assert parse_vote("A: 8\nB: 6\nSame: No", "8", "6") is N
+    assert parse_vote("A: 8\nB: 6\nSame: No", "6", "8") is C
+
+
+def test_a_model_that_rewrites_response_b_cannot_make_a_pair_equivalent():
+    """The issue-17 failure: the model restates Response A (the right answer) as B and says Yes."""
+
+    def copies_a(req: ChatRequest) -> str:
+        a, _ = shown(req)
+        return f"A: {a}\nB: {a}\nSame: Yes"
+
+    backend = ScriptedBackend(copies_a)
+    checker = LLMEquivalenceChecker(backend, ComparerSettings(both_orders=True))
+    pairs = [
+        ("How many sides does a hexagon have?", "6", "8"),
+        ("Who wrote Emma?", "Jane Austen", "Charlotte Bronte"),
+    ]
+    results = checker.check_many(pairs)
+    assert [r.votes for r in results] == [(C, C), (C, C)]  # the old parser read (Y, Y): "equivalent"
+    assert [parse_verdict(x) for x in results[0].replies] == [Y, Y]
+    assert not any(r.equivalent for r in results)
+    # the same model on a truly equivalent pair: the copy is a faithful restatement, so it counts
+    res = checker.check("How many sides does a hexagon have?", "6", "six")
+    assert res.votes == (Y, Y) and res.equivalent
+
+
+def test_vote_rules_are_part_of_the_described_settings():
+    from autojudge.core.compare.llm import VOTE_RULES
+
+    checker = LLMEquivalenceChecker(ScriptedBackend(same_last_word))
+    assert checker.describe()["vote_rules"] == VOTE_RULES == "restated-v1"
+    assert ComparerConfig("local:smollm2-135m-instruct").describe()["vote_rules"] == VOTE_RULES
+
+
+def test_shipped_general_knowledge_pairs_are_balanced_and_well_formed():
+    path = REPO / "bench" / "data" / "qa_comparer_pairs.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 100 and sum(r["truth"] for r in rows) * 2 == len(rows)
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert len({(r["question"], r["a"], r["b"]) for r in rows}) == len(rows)
+    for r in rows:
+        assert {"id", "source", "category", "question", "a", "b", "truth"} <= set(r)
+        assert isinstance(r["truth"], bool) and r["a"].strip() and r["b"].strip() and r["a"] != r["b"]
+    assert "Apache-2.0" in (path.parent / "README.md").read_text(encoding="utf-8")
+
+
 # -- votes ------------------------------------------------------------------------------------------------
 
 
@@ -196,18 +361,19 @@ Q = "How much does Janet make?"
 
 
 def test_both_orders_ask_twice_and_need_two_yes():
-    # a position-biased model: says Yes whenever Response A mentions 18
-    backend = ScriptedBackend(lambda r: "Same: Yes" if "18" in shown(r)[0] else "Same: No")
+    # a position-biased model: says Yes whenever Response A is the short one (restating both in full)
+    def biased(r: ChatRequest) -> str:
+        a, b = shown(r)
+        return f"A: {a}\nB: {b}\nSame: {'Yes' if a == 'Paris.' else 'No'}"
+
+    backend = ScriptedBackend(biased)
     checker = LLMEquivalenceChecker(backend, ComparerSettings(both_orders=True))
-    res = checker.check(Q, "She makes $18.", "The answer is 20.")
+    res = checker.check(Q, "Paris.", "Paris Texas")
     assert res.votes == (Y, N) and res.orders == ("ab", "ba")
     assert res.verdict is C and not res.equivalent
-    assert [shown(r) for r in backend.sent] == [
-        ("She makes $18.", "The answer is 20."),
-        ("The answer is 20.", "She makes $18."),
-    ]
+    assert [shown(r) for r in backend.sent] == [("Paris.", "Paris Texas"), ("Paris Texas", "Paris.")]
     one_order = LLMEquivalenceChecker(ScriptedBackend(backend.rule), ComparerSettings(both_orders=False))
-    res1 = one_order.check(Q, "She makes $18.", "The answer is 20.")
+    res1 = one_order.check(Q, "Paris.", "Paris Texas")
     assert res1.votes == (Y,) and res1.equivalent  # the bias goes through with a single order
     assert len(one_order.backend.sent) == 1
 
@@ -217,7 +383,7 @@ def test_checker_verdicts_with_a_correct_model():
     items = [
         (Q, "So she makes 18", "The answer is 18."),
         (Q, "So she makes 18", "It is 20"),
-        (Q, "x 18", "y 18"),
+        (Q, "x 18", "18"),
     ]
     assert checker.equivalent_many(items) == [True, False, True]
     outcomes = checker.outcomes(items)
@@ -227,7 +393,7 @@ def test_checker_verdicts_with_a_correct_model():
 
 def test_majority_of_seeded_samples():
     votes = {0: "Yes", 1: "No", 2: "Yes"}
-    backend = ScriptedBackend(lambda r: votes[r.seed])
+    backend = ScriptedBackend(lambda r: restating(r, votes[r.seed]))
     checker = LLMEquivalenceChecker(backend, ComparerSettings(both_orders=False, samples=3, temperature=0.7))
     res = checker.check(Q, "18", "eighteen")
     assert res.votes == (Y, N, Y) and res.verdict is Y
@@ -319,12 +485,15 @@ def test_cached_replies_are_parsed_again_on_read(tmp_path):
     cache = ReplyCache(tmp_path / "c.sqlite3")
     backend = ScriptedBackend(lambda r: pytest.fail("should be cached"))
     checker = LLMEquivalenceChecker(backend, ComparerSettings(both_orders=False), cache=cache)
-    (req,) = [r for _, r in checker._requests(Q, "x", "y")]
+    (req,) = [r for _, r in checker._requests(Q, "18", "It is 18")]
     cache.put(
-        checker._key(req), "**Same:** YES", comparer_id=backend.comparer_id, prompt_version=PROMPT_VERSION
+        checker._key(req),
+        "A: 18\nB: 18\n**Same:** YES",
+        comparer_id=backend.comparer_id,
+        prompt_version=PROMPT_VERSION,
     )
-    res = checker.check(Q, "x", "y")
-    assert res.replies == ("**Same:** YES",) and res.verdict is Y and res.cached == 1
+    res = checker.check(Q, "18", "It is 18")
+    assert res.replies == ("A: 18\nB: 18\n**Same:** YES",) and res.verdict is Y and res.cached == 1
 
 
 def test_cache_is_shared_between_processes(tmp_path):

@@ -73,7 +73,7 @@ def test_checker_over_http_with_cache(tmp_path):
     def respond(body):
         text = body["messages"][-1]["content"]
         return (
-            "Same: Yes"
+            "A: Paris\nB: Paris\nSame: Yes"  # restated from the responses, as the vote rules require
             if "Response B:\nThe capital is Paris." in text or "Response A:\nThe capital is Paris." in text
             else "Same: No"
         )

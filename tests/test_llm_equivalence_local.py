@@ -105,10 +105,39 @@ def test_agreement_benchmark_smoke(tmp_path):
         env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    assert (
-        "| smollm2-135m-instruct | both |" in out.stdout
-        and "| smollm2-135m-instruct | (a, b) only |" in out.stdout
-    )
+    for rule in ("restated answers checked", "verdict only (before)"):
+        for orders in ("both", "(a, b) only"):
+            assert f"| smollm2-135m-instruct | {rule} | {orders} |" in out.stdout
     (report,) = json.loads((tmp_path / "r.json").read_text())["reports"]
     assert report["pairs"] == 2 and report["equivalent_pairs"] == 1 and report["requests"] == 4
     assert 0 <= report["both_orders"]["agreement"] <= 1 and len(report["rows"]) == 2
+    assert 0 <= report["both_orders"]["false_equivalent_of_non_equivalent"] <= 1
+
+
+@pytest.mark.slow
+def test_agreement_benchmark_general_set_and_scoring_from_the_cache(tmp_path):
+    """The general-knowledge set through the benchmark, then scored again from the reply cache alone."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, str(repo / "bench" / "bench_llm_judge_agreement.py"), "--models", "smollm2-135m-instruct",
+            "--set", "general", "--n", "2", "--max-tokens", "8", "--batch", "2",
+            "--cache", str(tmp_path / "c.sqlite3")]  # fmt: skip
+    reports = []
+    for extra in ([], ["--cached-only"]):
+        path = tmp_path / f"r{len(reports)}.json"
+        out = subprocess.run(base + extra + ["--json", str(path)], env=env, capture_output=True, text=True,
+                             timeout=900)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-3000:]
+        (report,) = json.loads(path.read_text())["reports"]
+        reports.append(report)
+    first, again = reports
+    assert first["pairs"] == 2 and first["equivalent_pairs"] == 1 and first["requests"] == 4
+    assert again["requests"] == 0 and again["load_seconds"] == 0  # no model: every reply came from the cache
+    assert [r["replies"] for r in again["rows"]] == [r["replies"] for r in first["rows"]]
+    assert again["both_orders"] == first["both_orders"]

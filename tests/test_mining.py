@@ -315,3 +315,29 @@ def test_the_store_reads_what_it_writes_with_one_finished_rule(tmp_path):
     ):
         with pytest.raises(MinedDataError, match="not supported"):
             action()
+
+
+def test_summary_seconds_is_wall_time_not_the_overlapping_prompt_times(pair, tmp_path):
+    """Issue 17: with prompts in flight their own times overlap; `seconds` is the wall time of the sessions."""
+    task, out = ToyArithmeticTask(), tmp_path / "mined"
+    cfg = MiningConfig(max_new_tokens=MAX_NEW, inflight=4)
+    t0 = time.perf_counter()
+    s1 = mine_task(task, pair, out, limit=6, config=cfg, progress=False)
+    wall1 = time.perf_counter() - t0
+    assert s1["prompt_seconds_summed"] == pytest.approx(
+        sum(p["seconds"] for p in MinedStore(out).prompt_rows())
+    )
+    assert 0 < s1["seconds"] <= wall1 and s1["seconds_partial"] is False
+    assert s1["prompt_seconds_summed"] > s1["seconds"]  # 4 in flight: each prompt's time includes the others'
+    # a resumed session adds its wall time to the one recorded; the file on disk says the same
+    t0 = time.perf_counter()
+    s2 = mine_task(task, pair, out, limit=8, config=cfg, resume=True, progress=False)
+    wall2 = time.perf_counter() - t0
+    assert s1["seconds"] < s2["seconds"] <= s1["seconds"] + wall2 and s2["seconds_partial"] is False
+    assert json.loads((out / "summary.json").read_text())["seconds"] == s2["seconds"]
+    # a summary written before the key existed: its `seconds` was the summed figure, never read as wall time
+    old = {k: v for k, v in s2.items() if k not in ("prompt_seconds_summed", "seconds_partial")}
+    (out / "summary.json").write_text(json.dumps(old))
+    assert MinedStore(out).recorded_wall_seconds() == (None, False)
+    s3 = mine_task(task, pair, out, limit=9, config=cfg, resume=True, progress=False)
+    assert s3["seconds_partial"] is True and s3["seconds"] < s2["seconds"]

@@ -25,7 +25,8 @@ from autojudge.core.run.report import PLOTS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SETTINGS = dict(task="toy-arith", mine_limit=8, val_limit=3, eval_limit=3, max_new_tokens=32, k=4, progress=False,
-                thresholds=(0.1, 0.3), val_thresholds=(0.3,), top_k=(2, 8), max_mismatches=None)  # fmt: skip
+                thresholds=(0.1, 0.3), val_thresholds=(0.3,), top_k=(2, 8), max_mismatches=None,
+                eval_batch=1)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,29 @@ def test_second_run_skips_every_stage(pair, base_run, tmp_path):
     summary, ran, calls = rerun(pair, out)
     assert ran == dict.fromkeys(STAGES, False) and calls == []
     assert (out / "summary.json").read_text() == before
+
+
+def test_eval_batch_is_not_in_the_cache_key_and_gives_the_same_rows(pair, base_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    summary, ran, calls = rerun(pair, out, eval_batch=4)  # cached rows stay valid: nothing decoded
+    assert ran == dict.fromkeys(STAGES, False) and calls == []
+    shutil.rmtree(out / "eval")  # decode the evaluation again, batched (BatchedEngine, not .generate)
+    summary, ran, calls = rerun(pair, out, eval_batch=4)
+    assert ran["evaluate"] and calls == []
+
+    def untimed(r):
+        return {k: v for k, v in r.items() if k not in ("sitting", "batch", "metrics")}
+
+    def counts(r):
+        return {k: v for k, v in r["metrics"].items() if not k.endswith("_time") and k != "tokens_per_s"}
+
+    for f in sorted((base_run / "eval").glob("*.jsonl")):
+        old, new = read_rows(f), read_rows(out / "eval" / f.name)
+        assert [untimed(r) for r in new] == [untimed(r) for r in old], f.name
+        assert [counts(r) for r in new] == [counts(r) for r in old], f.name
+        assert {r["batch"]["size"] for r in new} == {3}
+    assert "throughput" in (out / "report.md").read_text()
 
 
 def test_changing_thresholds_reruns_only_evaluation_and_report(pair, base_run, tmp_path):
@@ -315,3 +339,97 @@ def test_no_judge_when_mining_finds_nothing_to_learn(pair, tmp_path):
     )
     p.run()
     assert not any(p.ran.values())
+
+
+# -- issue 17: failed stages, checks before the models, sittings ------------------------------------------
+
+
+def test_a_failed_stage_is_recorded_and_a_plain_rerun_starts_it_again(pair, base_run, tmp_path, monkeypatch):
+    """A stage that raised is `failed` (with the error), not `running`: a re-run needs no --resume.
+
+    Mining keeps the prompts it finished before failing and mines each other prompt once.
+    """
+    out = tmp_path / "run"
+    orig = MinedStore.write_prompt
+    written: list[int] = []
+
+    def fails_after_three(self, result):
+        if len(written) == 3:
+            raise OSError("disk full")
+        written.append(result.index)
+        orig(self, result)
+
+    monkeypatch.setattr(MinedStore, "write_prompt", fails_after_three)
+    with pytest.raises(OSError, match="disk full"):
+        run_pipeline(RunConfig(out=out, **SETTINGS), pair=pair)
+    rec = json.loads((out / "state.json").read_text())["stages"]["mine"]
+    assert rec["status"] == "failed" and "disk full" in rec["error"]
+    assert MinedStore(out / "mined").done_indices() == set(written) and len(written) == 3
+
+    def counts(self, result):
+        written.append(result.index)
+        orig(self, result)
+
+    monkeypatch.setattr(MinedStore, "write_prompt", counts)
+    summary, ran, _ = rerun(pair, out)  # no --resume
+    assert ran["mine"] and sorted(written) == list(range(SETTINGS["mine_limit"]))  # each prompt mined once
+    key = lambda rows: sorted((r["prompt_id"], r["position"], r["label"]) for r in rows)  # noqa: E731
+    assert key(MinedStore(out / "mined").label_rows()) == key(MinedStore(base_run / "mined").label_rows())
+    state = json.loads((out / "state.json").read_text())
+    assert all(state["stages"][st]["status"] == "done" for st in STAGES)
+    assert summary["mining"]["seconds_partial"] is True  # the failed session recorded no wall time
+
+
+def test_checks_that_need_no_model_run_before_the_models_load(tmp_path, monkeypatch):
+    import autojudge.core.models as models
+
+    def no_models(*a, **kw):
+        raise AssertionError("the models were loaded before a check that needs none")
+
+    monkeypatch.setattr(models, "load_pair", no_models)
+    out = tmp_path / "out"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PipelineError, match="meta.json: missing"):
+        Pipeline(RunConfig(out=out, **{**SETTINGS, "mined": empty}))
+    assert not out.exists()  # a failed run leaves no empty --out behind
+    # the README's command without data and without network: every path tried is named
+    monkeypatch.delenv("AJ_DATA_DIR", raising=False)
+    monkeypatch.setenv("AJ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("AJ_OFFLINE", "1")
+    with pytest.raises(PipelineError) as err:
+        Pipeline(RunConfig(out=out, **{**SETTINGS, "task": "gsm8k"}))
+    msg = str(err.value)
+    for name in ("train.jsonl.gz", "train.jsonl"):
+        assert f"{tmp_path / 'cache' / 'datasets' / 'gsm8k' / name}\n" in msg + "\n", msg
+    assert not out.exists()
+
+
+def test_speedups_across_sittings_are_flagged(pair, base_run, tmp_path):
+    """Rows decoded in another sitting (a --resume) are not timed like the others: their speed-ups are flagged."""
+    from autojudge.core.run.evaluate import same_sitting
+
+    s = json.loads((base_run / "summary.json").read_text())
+    sittings = {r.get("sitting") for m in s["mode_order"] for r in read_rows(base_run / s["samples"][m])}
+    assert len(sittings) == 1 and None not in sittings
+    assert s["timing"]["one_sitting"] and s["timing"]["cross_sitting_speedups"] == []
+    assert all(s["modes"][m]["speedup_vs_ar_same_sitting"] for m in s["mode_order"])
+    assert "†" not in (base_run / "report.md").read_text()
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    sd = out / "eval" / "sd.jsonl"
+    sd.write_text(sd.read_text().splitlines()[0] + "\n")
+    summary, ran, calls = rerun(pair, out, resume=True)
+    assert calls == ["sd", "sd"]
+    t, modes = summary["timing"], summary["modes"]
+    assert not t["one_sitting"] and len(t["sittings"]) == 2 and "sd" in t["cross_sitting_speedups"]
+    assert (
+        modes["sd"]["speedup_vs_ar_same_sitting"] is False
+        and modes["ar"]["speedup_vs_sd_same_sitting"] is False
+    )
+    assert modes["topk:2"]["speedup_vs_ar_same_sitting"] is True  # ar and topk:2 were both decoded earlier
+    md = (out / "report.md").read_text()
+    assert "not like for like" in md and any(
+        line.startswith("| sd |") and "†" in line for line in md.splitlines()
+    )
+    assert not same_sitting([{"prompt_id": "a"}], [{"prompt_id": "b"}])  # older rows: unknown sitting

@@ -19,7 +19,7 @@ from conftest import save_tiny_pair
 from llmjudge_server import OpenAICompatServer, Reply
 
 from autojudge.core.compare.llm import ComparerBackendError, normalize_answer
-from autojudge.core.compare.llm.prompt import build_messages
+from autojudge.core.compare.llm.prompt import Verdict, build_messages, parse_vote
 from autojudge.core.data import DatasetNotFoundError
 from autojudge.core.mining.store import MinedStore
 from autojudge.plugins.manager import get_task, load_plugins, plugins_info
@@ -56,7 +56,9 @@ def shown(body) -> tuple[str, str, str]:
 def hashed_rule(body) -> str:
     """A deterministic stand-in comparing model: Yes for two thirds of the prompts, by hash."""
     text = body["messages"][-1]["content"]
-    return "A: x\nB: y\nSame: " + ("Yes" if hashlib.sha256(text.encode()).digest()[0] % 3 else "No")
+    _, a, b = shown(body)
+    a, b = " ".join(a.split()), " ".join(b.split())  # restated on one line each, as the prompt asks
+    return f"A: {a}\nB: {b}\nSame: " + ("Yes" if hashlib.sha256(text.encode()).digest()[0] % 3 else "No")
 
 
 # -- registration and data ----------------------------------------------------------------------------------
@@ -175,7 +177,9 @@ def test_messages_ask_for_a_final_answer_line():
 def test_equivalence_and_correctness_go_through_the_configured_comparer(comparer_env):
     def respond(body):
         _, a, b = shown(body)
-        return "A: ...\nB: ...\nSame: " + ("Yes" if "ottawa" in a.lower() and "ottawa" in b.lower() else "No")
+        return f"A: {a}\nB: {b}\nSame: " + (
+            "Yes" if "ottawa" in a.lower() and "ottawa" in b.lower() else "No"
+        )
 
     server = comparer_env(respond)
     task = get_task("qa")
@@ -249,7 +253,10 @@ def expected_equivalent(question: str, a, b) -> bool:
     if normalize_answer(a) == normalize_answer(b):
         return True
     ab, ba = (build_messages(question, x, y) for x, y in ((a, b), (b, a)))
-    return all(hashed_rule({"messages": m}).endswith("Yes") for m in (ab, ba))
+    return all(
+        parse_vote(hashed_rule({"messages": m}), x, y, question=question) is Verdict.YES
+        for m, (x, y) in ((ab, (a, b)), (ba, (b, a)))
+    )
 
 
 @pytest.mark.slow

@@ -235,3 +235,62 @@ def test_serve_passes_the_judge_description_inline_or_as_a_file(tmp_path, monkey
         judge_description_from_env()
     monkeypatch.delenv(ENV_JUDGE)
     assert judge_description_from_env() is None
+
+
+def test_serve_drains_in_flight_requests_on_sigterm_by_default():
+    """Regression (issue 17): vLLM's default --shutdown-timeout 0 aborted in-flight requests with 500."""
+    from autojudge.cli.serve_cmd import DEFAULT_DRAIN_TIMEOUT, drain_args
+
+    assert DEFAULT_DRAIN_TIMEOUT > 0
+    assert drain_args(DEFAULT_DRAIN_TIMEOUT, ()) == ["--shutdown-timeout", str(DEFAULT_DRAIN_TIMEOUT)]
+    assert drain_args(0, ["--max-num-seqs", "4"]) == ["--shutdown-timeout", "0"]
+    assert drain_args(120, ["--shutdown-timeout", "5"]) == []  # an explicit vLLM flag wins
+    assert drain_args(120, ["--shutdown-timeout=5"]) == []
+
+
+def test_requests_arriving_while_the_server_drains_get_503(monkeypatch):
+    """Regression (issue 17): a POST after SIGTERM got vLLM's 500 "cannot schedule new futures after shutdown"."""
+    import asyncio
+    import json
+    import threading
+
+    from autojudge.core.backends.vllm import plugin
+
+    monkeypatch.setattr(plugin, "DRAINING", threading.Event())
+    calls = []
+
+    async def app(scope, receive, send):
+        calls.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    def call(method: str, path: str) -> tuple[int, bytes]:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {"type": "http", "method": method, "path": path}
+        asyncio.run(plugin.DrainGuard(app)(scope, receive, send))
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    class Client:  # an engine client: the launcher calls its shutdown(timeout=...) on SIGTERM
+        def shutdown(self, timeout=None):
+            self.timeout = timeout
+            return "stopped"
+
+    client = Client()
+    plugin._flag_shutdown(client)
+    plugin._flag_shutdown(client)  # idempotent
+    assert call("POST", "/v1/completions") == (200, b"{}")
+    assert client.shutdown(timeout=120) == "stopped" and client.timeout == 120
+    assert plugin.DRAINING.is_set()
+    status, body = call("POST", "/v1/chat/completions")
+    assert status == 503
+    error = json.loads(body)["error"]
+    assert error["code"] == 503 and "shutting down" in error["message"]
+    assert call("GET", "/health")[0] == 200  # GETs pass
+    assert calls == ["/v1/completions", "/health"]

@@ -59,6 +59,7 @@ def test_aj_serve_dry_run_wires_the_plugins(tmp_path):
     spec = json.loads(argv[argv.index("--speculative-config") + 1])
     assert spec == {"method": "draft_model", "model": str(draft_dir), "num_speculative_tokens": 3}
     assert argv[argv.index("--worker-extension-cls") + 1].endswith("AutojudgeWorkerExtension")
+    assert argv[argv.index("--shutdown-timeout") + 1] == "120"  # SIGTERM drains in-flight requests (issue 17)
     assert json.loads(out["env"]["AUTOJUDGE_VLLM_JUDGE"])["spec"] == "topk:3"
     assert "autojudge" in out["env"]["VLLM_PLUGINS"].split(",")
 

@@ -23,6 +23,7 @@ from autojudge.core.backends import check_backend
 from autojudge.core.mining.pipelined import PipelinedMiner
 from autojudge.core.mining.steps import Miner, MiningConfig
 from autojudge.core.mining.store import MinedStore
+from autojudge.core.progress import ProgressLine
 from autojudge.core.task import Task
 
 
@@ -31,6 +32,7 @@ def mining_meta(
 ) -> dict[str, Any]:
     # a task that reads one of several data sets (``--dataset``, LiveCodeBench releases) says which in info()
     dataset = task.info().get("dataset")
+    quant = getattr(pair.target, "quant", "none")
     return {
         "task": task.name,
         **({"dataset": dataset} if dataset is not None else {}),
@@ -38,6 +40,9 @@ def mining_meta(
         "draft": pair.draft.fingerprint(),
         "target": pair.target.fingerprint(),
         "settings": {**config.label_settings(), "dtype": str(pair.target.dtype).replace("torch.", "")},
+        # additive: only int8 runs carry it, so older directories resume unchanged; a resume with
+        # another --quant differs here and is refused like a dtype change
+        **({"quant": quant} if quant != "none" else {}),
         "shard": list(shard) if shard else None,
         "library_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -71,9 +76,12 @@ def mine_task(
     split = split or task.mining_split
     if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"bad shard {shard}: need 0 <= i < n")
+    t_start = time.perf_counter()  # summary.json's `seconds`: wall time, not the prompts' overlapping times
+    examples = task.load(
+        split, data_dir=data_dir, limit=limit
+    )  # a missing data set fails before OUT is written
     store = MinedStore(out)
     store.open(mining_meta(task, split, pair, config, shard), resume=resume)
-    examples = task.load(split, data_dir=data_dir, limit=limit)
     done = store.done_indices()
     todo = [
         (i, ex)
@@ -81,6 +89,7 @@ def mine_task(
         if i not in done and (shard is None or i % shard[1] == shard[0])
     ]
     check_backend(backend)
+    counter = _LabelCounter()
     args = (task, pair.target.model, pair.draft.model, pair.tokenizer, config)
     closer = None
     if backend == "vllm":
@@ -91,57 +100,55 @@ def mine_task(
         vminer = VLLMMiner(*args, **opts)
         results, closer = vminer.mine_many(todo), vminer.close
     elif config.inflight > 1:
-        results = PipelinedMiner(*args).mine_many(todo)
+        results = PipelinedMiner(*args, on_event=lambda kind, i: counter.event(kind, i)).mine_many(todo)
     else:
         miner = Miner(*args)
         results = (miner.mine(ex, index=i) for i, ex in todo)
-    labels = important = 0
     try:
-        with torch.inference_mode(), _progress(progress) as bar:
-            job = bar.add_task("mining", total=len(todo), labels=0, imp="-") if bar else None
+        with (
+            torch.inference_mode(),
+            ProgressLine("mining", len(todo), unit="prompts", enabled=progress) as bar,
+        ):
+            counter.bar = bar
             for res in results:  # in completion order; the store files each prompt by index
                 store.write_prompt(res)
-                labels += len(res.records)
-                important += sum(r.label for r in res.records)
-                if bar:
-                    rate = f"{important / labels:.0%}" if labels else "-"
-                    bar.update(job, advance=1, labels=labels, imp=rate)
+                counter.prompt_done(res)
     finally:
         if hasattr(results, "close"):
             results.close()  # stops the in-flight prompts and the check thread
         if closer is not None:
             closer()
-    return store.write_summary()
+    return store.write_summary(session_seconds=time.perf_counter() - t_start, prompts_before=len(done))
 
 
-class _NoBar:
-    def __enter__(self):
-        return None
+class _LabelCounter:
+    """Mining progress: prompts done (the bar's count and ETA) and labels decided (its note).
 
-    def __exit__(self, *exc):
-        return False
+    With the pipelined driver a label counts as soon as its answer check returns (the
+    ``check_done`` events of a prompt after its first, which checks the original answer);
+    otherwise when its prompt is written.
+    """
 
+    def __init__(self) -> None:
+        self.bar: ProgressLine | None = None
+        self.prompts = self.labels = self.important = 0
+        self.checks: dict[int, int] = {}  # checks returned per in-flight prompt
 
-def _progress(enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    def note(self) -> str:
+        live = sum(max(0, n - 1) for n in self.checks.values())
+        rate = f"{self.important / self.labels:.0%}" if self.labels else "-"
+        return f"labels {self.labels + live} | important {rate}"
 
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("prompts | labels {task.fields[labels]} | important {task.fields[imp]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),  # stdout stays machine-readable
-    )
+    def event(self, kind: str, index: int) -> None:
+        if kind == "check_done":
+            self.checks[index] = self.checks.get(index, 0) + 1
+            if self.checks[index] > 1 and self.bar is not None:
+                self.bar.update(self.prompts, note=self.note())
+
+    def prompt_done(self, res: Any) -> None:
+        self.checks.pop(res.index, None)
+        self.prompts += 1
+        self.labels += len(res.records)
+        self.important += sum(r.label for r in res.records)
+        if self.bar is not None:
+            self.bar.update(self.prompts, note=self.note())

@@ -350,7 +350,17 @@ class MinedStore:
         )
 
     # -- summary ------------------------------------------------------------------------
-    def summary(self) -> dict[str, Any]:
+    def summary(self, *, seconds: float | None = None, seconds_partial: bool | None = None) -> dict[str, Any]:
+        """Statistics of the finished prompts (``summary.json``).
+
+        ``seconds`` is WALL-CLOCK time spent mining (given by :func:`~autojudge.core.mining.run.mine_task`;
+        when None, the figure of the ``summary.json`` on disk, if that file records it: see
+        :meth:`recorded_wall_seconds`), ``seconds_partial`` says it misses a session that recorded
+        none. ``prompt_seconds_summed`` is the sum of the prompts' own start-to-finish times:
+        with several prompts in flight they overlap, so it exceeds the wall time.
+        """
+        if seconds is None:
+            seconds, seconds_partial = self.recorded_wall_seconds()
         prompts = self.prompt_rows()
         labels = self.label_rows()
         mined = [p for p in prompts if not p.get("skipped")]
@@ -372,13 +382,56 @@ class MinedStore:
             "target_forwards": fwd,
             "target_forwards_per_label": fwd / n_labels if n_labels else 0.0,
             "target_tokens": sum(p["target_tokens"] for p in prompts),
-            "seconds": sum(p["seconds"] for p in prompts),
+            "seconds": None if seconds is None else round(seconds, 3),
+            "seconds_partial": bool(seconds_partial) if seconds is not None else None,
+            "prompt_seconds_summed": sum(p["seconds"] for p in prompts),
             "seconds_per_prompt": (sum(p["seconds"] for p in prompts) / len(prompts)) if prompts else 0.0,
         }
 
-    def write_summary(self) -> dict[str, Any]:
-        s = self.summary()
-        atomic_write_json(self.root / "summary.json", s)
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.json"
+
+    def recorded_wall_seconds(self) -> tuple[float | None, bool]:
+        """``(seconds, partial)`` of the ``summary.json`` on disk; ``(None, False)`` when it records no wall time.
+
+        A file written before ``prompt_seconds_summed`` existed holds in ``seconds`` the summed
+        per-prompt times, not the wall time: it is read as recording none.
+        """
+        try:
+            old = json.loads(self.summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None, False
+        if not isinstance(old, dict) or "prompt_seconds_summed" not in old or old.get("seconds") is None:
+            return None, False
+        return float(old["seconds"]), bool(old.get("seconds_partial"))
+
+    def write_summary(
+        self, *, session_seconds: float | None = None, prompts_before: int = 0
+    ) -> dict[str, Any]:
+        """Write ``summary.json``; ``session_seconds``: the wall time of the mining session now ending.
+
+        The wall times of sessions add up: the one recorded on disk (when the directory held
+        ``prompts_before`` finished prompts before this session) plus this one. When earlier prompts
+        were mined by a session that recorded no wall time (killed before its end, or an older
+        version), ``seconds`` counts the known sessions only and ``seconds_partial`` is true.
+        Without ``session_seconds`` the wall time on disk is kept (none for :func:`merge_stores`'s new
+        directory: shards may have run in parallel, their wall times do not add up).
+        """
+        if session_seconds is None:
+            s = self.summary()  # keeps the wall time recorded on disk, if any
+        else:
+            seconds, partial = float(session_seconds), False
+            if prompts_before:
+                earlier, earlier_partial = self.recorded_wall_seconds()
+                try:
+                    earlier_prompts = json.loads(self.summary_path.read_text(encoding="utf-8")).get("prompts")
+                except (OSError, ValueError, AttributeError):
+                    earlier_prompts = None
+                seconds += earlier or 0.0
+                partial = earlier is None or earlier_partial or earlier_prompts != prompts_before
+            s = self.summary(seconds=seconds, seconds_partial=partial)
+        atomic_write_json(self.summary_path, s)
         return s
 
 

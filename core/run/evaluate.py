@@ -18,9 +18,19 @@ truncated last line (a crash mid-write) is dropped.
 rows: accuracy, its delta vs target-only in points, ``mean_acceptance_length``
 (tokens emitted per verification cycle, 1.0 for target-only), the acceptance
 histogram, tokens/s (output tokens / wall time, summed over samples) and the
-speed-ups vs target-only and vs lossless SD.
+speed-ups vs target-only and vs lossless SD. Each row records its *sitting* (the run that
+decoded it: rows of one sitting were timed back to back under the same machine load); a
+speed-up between modes whose rows do not all share one known sitting (after ``--resume``, or
+rows written before sittings were recorded) is flagged: ``speedup_vs_ar_same_sitting`` false.
 
-Limits: greedy decoding, one prompt at a time (batch size 1), one process.
+Batches: with ``batch > 1`` and a batched engine (transformers backend:
+:class:`~autojudge.core.batched.BatchedEngine`), each mode's missing examples are decoded
+``batch`` at a time; rows are token- and metric-identical to batch 1 (per-cycle counts, judge
+decisions), only the times differ: a row records its ``batch`` (size, id, wall time) and the
+aggregate's tokens/s is then a *throughput* (tokens / summed batch wall times,
+``tokens_per_s_kind``), not the per-prompt latency of batch 1.
+
+Limits: greedy decoding, one process.
 Prefill: on the transformers engine the target's KV cache is not reused across
 calls (``reuse_cache=False``), so every mode pays its own prefill and the timings
 of modes compare fairly. On vLLM (``--backend vllm``) that does not hold: the
@@ -54,6 +64,26 @@ if TYPE_CHECKING:
     from autojudge.core.engine import Engine, GenerationResult
 
 ROW_FORMAT = "autojudge-eval-row/1"
+
+#: this process's sitting id (:func:`process_sitting`); a :class:`~autojudge.core.run.pipeline.Pipeline`
+#: gives each run its own (:func:`new_sitting`)
+PROCESS_SITTING: str | None = None
+
+
+def new_sitting() -> str:
+    """A fresh sitting id: UTC time, process id and a random part (unique across processes and runs)."""
+    import time
+    import uuid
+
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def process_sitting() -> str:
+    """This process's sitting id (made on first use)."""
+    global PROCESS_SITTING
+    if PROCESS_SITTING is None:
+        PROCESS_SITTING = new_sitting()
+    return PROCESS_SITTING
 
 
 # -- modes -------------------------------------------------------------------------------------
@@ -158,11 +188,26 @@ def file_sha256(path: str | Path) -> str:
 
 
 def sample_row(
-    mode: ModeSpec, index: int, example: Example, result: GenerationResult, answer: Any, correct: bool
+    mode: ModeSpec,
+    index: int,
+    example: Example,
+    result: GenerationResult,
+    answer: Any,
+    correct: bool,
+    sitting: str | None = None,
+    batch: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One JSON row: identity, output, answer, correctness, metrics and the per-cycle lists."""
+    """One JSON row: identity, output, answer, correctness, metrics and the per-cycle lists.
+
+    ``sitting`` (default: :func:`process_sitting`) says in which run the row was timed:
+    wall-clock figures compare fairly only between rows of one sitting (:func:`same_sitting`).
+    ``batch`` (``{"size": n, "id": ..., "wall_time": s}``) says how many examples were decoded
+    together: a row of a batch of ``n > 1`` has a per-row ``wall_time`` that includes the passes
+    shared with the other rows, and its tokens/s is part of a throughput figure.
+    """
     m = result.metrics
     return {
+        "sitting": sitting or process_sitting(),
         "format": ROW_FORMAT,
         "prompt_id": example.id,
         "index": index,
@@ -178,6 +223,7 @@ def sample_row(
             "accepted": list(m.accepted_per_cycle),
             "emitted": list(m.emitted_per_cycle),
         },
+        **({"batch": dict(batch)} if batch is not None else {}),
     }
 
 
@@ -272,13 +318,28 @@ def evaluate_modes(
     judge_sha256: str | None = None,
     resume: bool = False,
     progress: ProgressFn | None = None,
+    sitting: str | None = None,
+    batch: int = 1,
+    batch_engine: Any | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Decode ``examples`` with each mode; returns rows per mode name, in ``examples`` order.
 
     ``judges`` maps a mode name to its judge (``ar``/``sd`` need none). Files:
     ``out_dir/<mode.file_stem>.jsonl`` (rows) and ``.key.json`` (the cache key).
-    ``progress(done, total, mode_name)`` is called after each decoded sample.
+    ``progress(done, total, mode_name)`` is called after each decoded sample. Each new row
+    records ``sitting`` (default: :func:`process_sitting`); rows kept from a file keep theirs.
+
+    ``batch > 1`` with a ``batch_engine`` (an object with the ``generate_batch`` of
+    :class:`~autojudge.core.batched.BatchedEngine`): mode by mode, the examples not yet done are
+    decoded ``batch`` at a time in one ``generate_batch`` call each, and the chunk's rows are
+    appended (in example order) as soon as the call returns, so a crash loses at most one chunk's
+    rows and never duplicates one. Every row's tokens and per-cycle metrics equal those of the
+    one-at-a-time path (the batched engine's invariant); its ``batch`` field records the chunk's
+    size, id and wall time, from which :func:`aggregate_rows` computes throughput.
+    Otherwise (``batch == 1``, or no batch engine: e.g. vLLM) examples are decoded one at a time.
     """
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ids = [ex.id for ex in examples]
@@ -305,6 +366,12 @@ def evaluate_modes(
     done = sum(len(v) for v in have.values())
     if progress:
         progress(done, total, "")
+    if batch > 1 and batch_engine is not None:
+        _evaluate_batched(
+            task, batch_engine, examples, modes, out, have, settings=settings, judges=judges,
+            batch=batch, progress=progress, done=done, total=total, sitting=sitting,
+        )  # fmt: skip
+        return {m.name: [have[m.name][i] for i in ids] for m in modes}
     for idx, ex in enumerate(examples):
         prompt = None
         for mode in modes:
@@ -323,13 +390,62 @@ def evaluate_modes(
             )
             answer = task.extract_answer(res.text)
             correct = answer is not None and bool(task.is_correct(answer, ex))
-            row = sample_row(mode, idx, ex, res, answer, correct)
+            row = sample_row(mode, idx, ex, res, answer, correct, sitting, batch={"size": 1})
             _append_row(out / f"{mode.file_stem}.jsonl", row)
             have[mode.name][ex.id] = row
             done += 1
             if progress:
                 progress(done, total, mode.name)
     return {m.name: [have[m.name][i] for i in ids] for m in modes}
+
+
+def _evaluate_batched(
+    task: Task,
+    engine: Any,
+    examples: Sequence[Example],
+    modes: Sequence[ModeSpec],
+    out: Path,
+    have: dict[str, dict[str, dict[str, Any]]],
+    *,
+    settings: EvalSettings,
+    judges: Mapping[str, Any],
+    batch: int,
+    progress: ProgressFn | None,
+    done: int,
+    total: int,
+    sitting: str | None,
+) -> None:
+    """The batched path of :func:`evaluate_modes`: per mode, chunks of ``batch`` missing examples."""
+    import time
+    import uuid
+
+    prompts: dict[str, str] = {}
+    for mode in modes:
+        todo = [(idx, ex) for idx, ex in enumerate(examples) if ex.id not in have[mode.name]]
+        for start in range(0, len(todo), batch):
+            chunk = todo[start : start + batch]
+            for _, ex in chunk:
+                if ex.id not in prompts:
+                    prompts[ex.id] = task.render_prompt(ex, engine.tokenizer)
+            t0 = time.perf_counter()
+            results = engine.generate_batch(
+                [prompts[ex.id] for _, ex in chunk],
+                mode=mode.engine_mode,
+                judge=judges.get(mode.name),
+                k=settings.k,
+                max_new_tokens=settings.max_new_tokens,
+                stop_sequences=task.stop_sequences,
+            )
+            info = {"size": len(chunk), "id": uuid.uuid4().hex[:12], "wall_time": time.perf_counter() - t0}
+            for (idx, ex), res in zip(chunk, results, strict=True):
+                answer = task.extract_answer(res.text)
+                correct = answer is not None and bool(task.is_correct(answer, ex))
+                row = sample_row(mode, idx, ex, res, answer, correct, sitting, batch=info)
+                _append_row(out / f"{mode.file_stem}.jsonl", row)
+                have[mode.name][ex.id] = row
+                done += 1
+                if progress:
+                    progress(done, total, mode.name)
 
 
 def load_mode_rows(out_dir: str | Path, mode: ModeSpec) -> list[dict[str, Any]]:
@@ -352,6 +468,7 @@ def mode_complete(out_dir: str | Path, mode: ModeSpec, ids: Sequence[str], key: 
 def aggregate_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per-mode figures recomputed from its rows (no reference needed)."""
     merged = GenerationMetrics.merge(metrics_from_row(r) for r in rows)
+    sizes, wall = batch_wall_time(rows)
     n = len(rows)
     correct = sum(bool(r["correct"]) for r in rows)
     return {
@@ -370,12 +487,54 @@ def aggregate_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "draft_acceptance_rate": merged.draft_acceptance_rate,
         "acceptance_per_position": merged.acceptance_per_position(),
         "acceptance_histogram": merged.acceptance_histogram(),
-        "wall_time": merged.wall_time,
-        "tokens_per_s": merged.tokens_per_s,
+        "wall_time": wall,
+        "tokens_per_s": merged.num_output_tokens / wall if wall > 0 else 0.0,
+        # "throughput" when some rows were decoded in batches of several examples, else "latency"
+        "tokens_per_s_kind": "throughput" if max(sizes, default=1) > 1 else "latency",
+        "batch_sizes": sizes,
         "finish_reasons": {
             k: sum(r.get("finish_reason") == k for r in rows) for k in ("eos", "stop", "length")
         },
+        "sittings": row_sittings(rows),
     }
+
+
+def batch_wall_time(rows: Iterable[Mapping[str, Any]]) -> tuple[list[int], float]:
+    """The distinct batch sizes of ``rows`` (1 for rows that record none) and their wall time.
+
+    A row decoded alone counts its own ``wall_time``; rows decoded together in one batch count
+    that batch's wall time once (their per-row times overlap), so tokens / this time is the
+    throughput of the batched run.
+    """
+    sizes: set[int] = set()
+    batches: dict[str, float] = {}
+    wall = 0.0
+    for r in rows:
+        b = r.get("batch") or {}
+        size = int(b.get("size", 1))
+        sizes.add(size)
+        if size > 1 and b.get("id") is not None:
+            batches[str(b["id"])] = float(b.get("wall_time", 0.0))
+        else:
+            wall += float(r["metrics"].get("wall_time", 0.0))
+    return sorted(sizes), wall + sum(batches.values())
+
+
+def row_sittings(rows: Iterable[Mapping[str, Any]]) -> list[str | None]:
+    """The distinct sittings of ``rows``, sorted; None stands for rows that record none (older files)."""
+    found = {r.get("sitting") for r in rows}
+    return sorted(found - {None}) + ([None] if None in found else [])
+
+
+def same_sitting(*row_sets: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether every row of ``row_sets`` was decoded in one and the same KNOWN sitting.
+
+    Only then is a wall-clock ratio between them (a speed-up) a like-for-like comparison; rows
+    decoded in another sitting (a ``--resume`` later, under another machine load) or of unknown
+    sitting (rows written before sittings were recorded) are not.
+    """
+    found = row_sittings(r for rows in row_sets for r in rows)
+    return len(found) == 1 and found[0] is not None
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -403,6 +562,9 @@ def aggregate_modes(
         a["speedup_vs_ar"] = _ratio(a["tokens_per_s"], ref["tokens_per_s"]) if ref else None
         a["speedup_vs_sd"] = _ratio(a["tokens_per_s"], ll["tokens_per_s"]) if ll else None
         rows = rows_by_mode[m.name]
+        # a wall-clock speed-up is like-for-like only when both modes' rows were timed in one sitting
+        a["speedup_vs_ar_same_sitting"] = same_sitting(rows, rows_by_mode[reference]) if ref else None
+        a["speedup_vs_sd_same_sitting"] = same_sitting(rows, rows_by_mode[lossless]) if ll else None
         same = [r for r in rows if r["prompt_id"] in ref_answers]
         a["answer_agreement_vs_ar"] = (
             sum(r.get("answer") == ref_answers[r["prompt_id"]] for r in same) / len(same)

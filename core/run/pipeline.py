@@ -30,12 +30,19 @@ record (:class:`RunState`, ``OUT/state.json``). Each stage is a class of
 
 Caching: ``OUT/state.json`` records per stage an inputs hash (task, model
 fingerprints, dtype, limits, settings, upstream stage hashes), a status
-(``running``/``done``) and the seconds it took. A stage whose hash is unchanged,
-that finished, whose outputs check out and none of whose upstream stages ran in
-this invocation is skipped. A stage left ``running``
-(interrupted) needs ``resume=True`` (``--resume``): mining continues through
-``mine_task(resume=True)``, evaluation per sample from the JSONL rows. Decoded
-rows are cached per mode, so adding a threshold decodes only the new mode.
+(``running``/``done``/``failed``), the seconds it took and the run's sitting id. A
+stage whose hash is unchanged, that finished, whose outputs check out and none of
+whose upstream stages ran in this invocation is skipped. A stage that raised is
+recorded ``failed`` (with the error) and a plain re-run starts it again (mining keeps
+its finished prompts: the store resumes per prompt whenever it exists). A stage left
+``running`` (interrupted: the process was killed) needs ``resume=True``
+(``--resume``): mining continues through ``mine_task(resume=True)``, evaluation per
+sample from the JSONL rows. Decoded rows are cached per mode, so adding a threshold
+decodes only the new mode; each records the sitting (:attr:`Pipeline.sitting`) that
+decoded it, and the report flags speed-ups across sittings.
+
+Checks that need no model (:meth:`Pipeline.check_before_models`: the data files of
+both splits, the ``--mined`` directory's meta) run before the models load.
 
 Limits: one process. Every decode is of one prompt (batch size 1): the ``mine``
 stage keeps up to ``MiningConfig.inflight`` (4) prompts in flight, each on its own
@@ -59,11 +66,12 @@ from typing import Any
 
 from autojudge.core.backends import check_backend
 from autojudge.core.files import atomic_write_json
+from autojudge.core.quant import QUANT_CHOICES
 from autojudge.core.run.errors import PipelineError
-from autojudge.core.run.evaluate import EvalSettings, stable_hash
+from autojudge.core.run.evaluate import EvalSettings, new_sitting, stable_hash
 from autojudge.core.run.progress import stage_message
 from autojudge.core.run.report import read_summary
-from autojudge.core.run.stages import DEFAULT_STAGES, Stage, select_threshold
+from autojudge.core.run.stages import DEFAULT_STAGES, Stage, mined_dir_problems, select_threshold
 
 STATE_FORMAT = "autojudge-run-state/1"
 #: the stage names in order (the keys of ``state.json``); the stages themselves: :data:`DEFAULT_STAGES`
@@ -95,6 +103,7 @@ class RunConfig:
     max_new_tokens: int = 320
     k: int = 5
     dtype: str | None = None
+    quant: str = "none"  # "int8": int8 weight-only linears in both models (core/quant.py)
     device: str = "cpu"
     backend: str = "transformers"  # decoding backend of the select/evaluate stages: transformers or vllm
     features: str = "dd+dt"
@@ -104,11 +113,14 @@ class RunConfig:
     data_dir: Path | None = None
     resume: bool = False
     progress: bool = True
+    # examples decoded at once per mode in select/evaluate (transformers backend: BatchedEngine;
+    # 1 = one at a time). Rows are identical for every value, so it is not part of the cache key.
+    eval_batch: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        for name in ("mine_limit", "val_limit", "eval_limit", "max_new_tokens", "k"):
+        for name in ("mine_limit", "val_limit", "eval_limit", "max_new_tokens", "k", "eval_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.mine_limit < 2:
@@ -120,6 +132,13 @@ class RunConfig:
         if self.max_accuracy_drop < 0:
             raise ValueError("max_accuracy_drop must be >= 0 (points)")
         check_backend(self.backend)
+        self.quant = (self.quant or "none").lower()
+        if self.quant not in QUANT_CHOICES:
+            raise ValueError(f"quant must be one of {', '.join(QUANT_CHOICES)}, got {self.quant!r}")
+        if self.quant != "none" and self.backend == "vllm":
+            raise ValueError(
+                "--quant int8 quantizes the transformers models; --backend vllm would decode float weights"
+            )
         if self.backend == "vllm" and ("dd" in self.features or self.features.strip() == "all"):
             raise ValueError(
                 f"--backend vllm cannot compute the draft hidden states ('dd') of --features {self.features!r}: "
@@ -176,7 +195,7 @@ class Pipeline:
                  stages: Sequence[Stage] = DEFAULT_STAGES):  # fmt: skip
         self.cfg = config
         self.root = config.out
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.sitting = new_sitting()  # recorded in every decoded row and stage record of this run
         self.console = console
         self.on_event = on_event
         self.stages = tuple(stages)
@@ -190,6 +209,7 @@ class Pipeline:
             except (UnknownTaskError, UnknownDatasetError) as e:
                 raise PipelineError(str(e)) from None
         self.task = task
+        self.check_before_models()  # what needs no model fails here, before seconds of model loading
         if pair is None:
             from autojudge.core import presets
             from autojudge.core.models import load_pair
@@ -199,17 +219,51 @@ class Pipeline:
             )
             pair = load_pair(
                 config.draft or presets.DEFAULT_DRAFT, config.target or presets.DEFAULT_TARGET,
-                dtype=config.dtype, device=config.device,
+                dtype=config.dtype, device=config.device, quant=config.quant,
             )  # fmt: skip
         self.pair = pair
+        self._created_root = not self.root.exists()
+        self.root.mkdir(parents=True, exist_ok=True)
         self.state = RunState(self.root)
         self.hashes: dict[str, str] = {}
         self.ran: dict[str, bool] = {}
         self._engine = None
+        self._batched_engine = None
+
+    def check_before_models(self) -> None:
+        """The checks that need no model: the data sets' files, the ``--mined`` directory's meta.
+
+        Raises :class:`PipelineError` saying what to change; run before the models load.
+        """
+        from autojudge.core.data import DatasetNotFoundError
+
+        # one example of each split (validation reads the mining split too, even with --mined)
+        for split in dict.fromkeys((self.task.mining_split, self.task.eval_split)):
+            try:
+                self.task.load(split, data_dir=self.cfg.data_dir, limit=1)
+            except DatasetNotFoundError as e:
+                raise PipelineError(str(e)) from None
+        if self.cfg.mined:
+            problems = mined_dir_problems(self.task, Path(self.cfg.mined))
+            if problems:
+                raise PipelineError(f"--mined {self.cfg.mined} cannot be used: " + "; ".join(problems))
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Run (or skip) every stage in order; returns the summary written by the report stage."""
+        """Run (or skip) every stage in order; returns the summary written by the report stage.
+
+        A run directory this pipeline created and that holds nothing but ``state.json`` when a stage
+        fails is removed again (nothing in it to resume or to read).
+        """
+        try:
+            return self._run()
+        except Exception:
+            if self._created_root and {f.name for f in self.root.iterdir()} <= {"state.json"}:
+                self.state.path.unlink(missing_ok=True)
+                self.root.rmdir()
+            raise
+
+    def _run(self) -> dict[str, Any]:
         for stage in self.stages:
             name = stage.name
             h = stable_hash(stage.inputs(self))
@@ -227,14 +281,24 @@ class Pipeline:
                     f"stage {name!r} of the run in {self.root} was interrupted; pass --resume to continue it, "
                     "or choose another --out"
                 )
-            self.state.set(name, hash=h, status="running", started=_now())
+            # a stage that FAILED (an exception, recorded below) is started again by a plain re-run, like one
+            # that never ran: mining keeps its finished prompts anyway (the store's per-prompt markers)
+            self.state.set(name, hash=h, status="running", started=_now(), sitting=self.sitting)
             self._event("start", name, {"hash": h})
             t0 = time.perf_counter()
-            info = stage.run(self, resume=self.cfg.resume or interrupted)
+            try:
+                info = stage.run(self, resume=self.cfg.resume or interrupted)
+            except Exception as e:  # KeyboardInterrupt / SystemExit leave it "running": interrupted
+                self.state.set(
+                    name, hash=h, status="failed", seconds=round(time.perf_counter() - t0, 3), finished=_now(),
+                    error=f"{type(e).__name__}: {e}", sitting=self.sitting,
+                )  # fmt: skip
+                raise
             secs = time.perf_counter() - t0
             self.state.set(
-                name, hash=h, status="done", seconds=round(secs, 3), finished=_now(), info=info or {}
-            )
+                name, hash=h, status="done", seconds=round(secs, 3), finished=_now(), info=info or {},
+                sitting=self.sitting,
+            )  # fmt: skip
             self.ran[name] = True
             self._event("done", name, {"hash": h, "seconds": secs})
         return read_summary(self.root)
@@ -285,12 +349,19 @@ class Pipeline:
     def dtype_name(self) -> str:
         return str(self.pair.target.dtype).replace("torch.", "")
 
+    def quant_name(self) -> str:
+        """The pair's ``--quant`` ("none" or "int8")."""
+        return getattr(self.pair.target, "quant", "none")
+
     def models_key(self) -> dict[str, Any]:
-        """The models as stage inputs: both fingerprints (with their ids) and the dtype."""
+        """The models as stage inputs: both fingerprints (with their ids), the dtype, and ``quant``
+        only when not "none" (so run directories from before ``--quant`` keep their hashes)."""
+        quant = self.quant_name()
         return {
             "draft": self.pair.draft.fingerprint(),
             "target": self.pair.target.fingerprint(),
             "dtype": self.dtype_name(),
+            **({"quant": quant} if quant != "none" else {}),
         }
 
     def engine(self):
@@ -302,6 +373,18 @@ class Pipeline:
                 self.cfg.backend, pair.target, pair.draft, tokenizer=pair.tokenizer, k=self.cfg.k
             )
         return self._engine
+
+    def batched_engine(self):
+        """The :class:`~autojudge.core.batched.BatchedEngine` of the pair for ``eval_batch > 1`` on
+        transformers; None for batch 1 or vLLM (those decode one example at a time)."""
+        if self.cfg.eval_batch <= 1 or self.cfg.backend != "transformers":
+            return None
+        if self._batched_engine is None:
+            from autojudge.core.batched import BatchedEngine
+
+            pair = self.pair
+            self._batched_engine = BatchedEngine(pair.target.model, pair.draft.model, pair.tokenizer)
+        return self._batched_engine
 
     def backend_key(self) -> dict[str, Any]:
         """The backend enters the decoding stages' keys only when it is not the default (old runs stay valid)."""

@@ -2,8 +2,9 @@
 
 :func:`stage_message` words the ``start``/``skip``/``done`` events of
 :meth:`autojudge.core.run.pipeline.Pipeline.run` (rich markup, printed on the console the
-pipeline was given); :class:`DecodeProgress` is the bar of the ``select`` and
-``evaluate`` stages (samples done, current mode, elapsed time, ETA) on stderr.
+pipeline was given); :class:`DecodeProgress` is the progress of the ``select`` and
+``evaluate`` stages (problem rows done, current mode, elapsed time, ETA) on stderr: a rich bar
+on a terminal, plain periodic lines otherwise (:mod:`autojudge.core.progress`).
 Limits: one bar at a time; rows found on disk are shown as done but kept out of the ETA.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+from autojudge.core.progress import ProgressLine
 
 
 def stage_message(kind: str, stage: str, number: int, total: int, info: dict[str, Any]) -> str | None:
@@ -25,45 +28,26 @@ def stage_message(kind: str, stage: str, number: int, total: int, info: dict[str
 
 
 class DecodeProgress:
-    """A rich progress bar (items, elapsed, ETA) for one decoding stage; a no-op when disabled.
+    """Progress of one decoding stage, per problem (rich bar on a TTY, else plain periodic lines).
 
     ``with DecodeProgress(enabled, name, total) as update:`` gives the ``progress(done, total, mode)``
-    callback of :func:`autojudge.core.run.evaluate.evaluate_modes`.
+    callback of :func:`autojudge.core.run.evaluate.evaluate_modes` (``total`` counts problem x mode
+    rows); the display is :class:`autojudge.core.progress.ProgressLine`.
     """
 
     def __init__(self, enabled: bool, name: str, total: int):
-        self.enabled, self.name, self.total = enabled, name, total
-        self.bar = None
+        self.line = ProgressLine(name, total, unit="problem-mode rows", enabled=enabled)
 
     def __enter__(self) -> Callable[[int, int, str], None]:
-        if not self.enabled:
-            return lambda done, total, mode: None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )  # fmt: skip
-
-        self.bar = Progress(
-            TextColumn(f"[bold]{self.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples | {task.fields[mode]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
-        )  # fmt: skip
-        self.bar.__enter__()
-        job = self.bar.add_task(self.name, total=self.total, mode="")
+        self.line.__enter__()
 
         def update(done: int, total: int, mode: str) -> None:
             if not mode:  # rows found on disk: not progress made now, keep them out of the ETA
-                self.bar.reset(job, completed=done, total=total, mode="")
+                self.line.reset(done, total)
             else:
-                self.bar.update(job, completed=done, total=total, mode=mode)
+                self.line.update(done, total, note=mode)
 
         return update
 
     def __exit__(self, *exc: Any) -> bool:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False
+        return self.line.__exit__(*exc)

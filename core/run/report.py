@@ -77,7 +77,37 @@ def build_summary(
         "mode_order": [m.name for m in modes],
         "samples": {m.name: str(Path(samples_dir) / f"{m.file_stem}.jsonl") for m in modes},
         "stages": stages,
+        "timing": timing_note(rows, aggregates),
     }
+
+
+def timing_note(
+    rows: Mapping[str, Sequence[Mapping[str, Any]]], aggregates: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Whether the wall-clock figures compare like for like: ``summary.json``'s ``timing``.
+
+    ``sittings``: the distinct sittings of the evaluation rows (None: rows that record none);
+    ``one_sitting``: all rows were decoded back to back in one known sitting;
+    ``cross_sitting_speedups``: the modes whose speed-up vs ``ar`` or ``sd`` compares rows of
+    different (or unknown) sittings: those are flagged in ``report.md``.
+    """
+    from autojudge.core.run.evaluate import row_sittings
+
+    sittings = row_sittings(r for rs in rows.values() for r in rs)
+    flagged = sorted(
+        name
+        for name, a in aggregates.items()
+        if a.get("speedup_vs_ar_same_sitting") is False or a.get("speedup_vs_sd_same_sitting") is False
+    )
+    one = len(sittings) == 1 and sittings[0] is not None
+    note = (
+        "every evaluation row was decoded in one sitting: wall-clock speed-ups compare like for like"
+        if one
+        else "the evaluation rows come from several sittings (a resumed run, or rows that record no sitting): "
+        "speed-ups of the modes in cross_sitting_speedups compare rows timed under different conditions "
+        "and are not a like-for-like measurement; re-run without --resume in a new --out for comparable timings"
+    )
+    return {"sittings": sittings, "one_sitting": one, "cross_sitting_speedups": flagged, "note": note}
 
 
 def read_summary(root: str | Path) -> dict[str, Any]:
@@ -121,8 +151,14 @@ def setting_of(agg: Mapping[str, Any]) -> str:
     return ""
 
 
+def _speedup(a: Mapping[str, Any], vs: str) -> str:
+    """A speed-up cell; ``†`` marks one computed across sittings (not like for like)."""
+    cell = _fmt(a.get(f"speedup_vs_{vs}"))
+    return cell + " †" if cell != "-" and a.get(f"speedup_vs_{vs}_same_sitting") is False else cell
+
+
 def markdown_table(summary: Mapping[str, Any]) -> str:
-    """The trade-off table: one row per mode in ``mode_order``."""
+    """The trade-off table: one row per mode in ``mode_order``; ``†`` flags cross-sitting speed-ups."""
     head = (
         "| mode | setting | accuracy % | Δ vs target-only (pts) | tokens/cycle | draft acc. rate | tokens/s "
         "| speed-up vs AR | vs SD | judge-accepted |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
@@ -135,10 +171,21 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
         rows.append(
             f"| {label} | {setting_of(a)} | {_fmt(100 * a['accuracy'], '.1f')} ({a['correct']}/{a['n']}) "
             f"| {_fmt(a.get('accuracy_delta_points'), '+.1f')} | {_fmt(a['mean_acceptance_length'])} "
-            f"| {_fmt(a['draft_acceptance_rate'])} | {_fmt(a['tokens_per_s'])} | {_fmt(a.get('speedup_vs_ar'))} "
-            f"| {_fmt(a.get('speedup_vs_sd'))} | {a['num_judge_accepted']} |"
+            f"| {_fmt(a['draft_acceptance_rate'])} | {_fmt(a['tokens_per_s'])} | {_speedup(a, 'ar')} "
+            f"| {_speedup(a, 'sd')} | {a['num_judge_accepted']} |"
         )
     return head + "\n".join(rows) + "\n"
+
+
+def _speed_line(summary: Mapping[str, Any]) -> str:
+    """What tokens/s means in this report: throughput at the eval batch size, or batch-1 latency."""
+    sizes = sorted({b for a in summary["modes"].values() for b in a.get("batch_sizes", [1])})
+    if max(sizes, default=1) <= 1:
+        return "- tokens/s: batch 1 (one problem at a time: per-problem latency)"
+    return (
+        f"- tokens/s: **throughput** at eval batch {'/'.join(map(str, sizes))} (problems decoded together; "
+        "tokens / summed batch wall time), not the per-problem latency of batch 1 (`--eval-batch 1`)"
+    )
 
 
 def markdown_report(summary: Mapping[str, Any]) -> str:
@@ -153,6 +200,7 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
         f"validation: {len(v['prompt_ids'])} held-out prompt(s) "
         f"of the mining split; evaluation: {len(summary['eval_prompt_ids'])} prompts of `{summary['eval_split']}`",
         f"- k = {s['k']} draft tokens per cycle, max {s['max_new_tokens']} new tokens, greedy",
+        _speed_line(summary),
         (
             f"- **no judge**: {summary['training'].get('reason', 'not trained')}"
             if summary["calibrated_threshold"] is None
@@ -185,6 +233,14 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
         ),
         "",
         markdown_table(summary),
+        *(
+            []
+            if summary.get("timing", {}).get("one_sitting", True)
+            else [
+                "**† not like for like**: " + summary["timing"]["note"] + ".",
+                "",
+            ]
+        ),
         "![accuracy vs tokens per cycle](plots/accuracy_vs_acceptance.png)",
         "",
         "![tokens per second](plots/tokens_per_s.png)",

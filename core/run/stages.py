@@ -149,27 +149,41 @@ class MineStage(Stage):
     def _check_external(p: Pipeline) -> dict[str, Any]:
         store = MinedStore(p.mined_dir)
         meta = store.read_meta()
-        problems = []
-        if meta.get("task") != p.task.name:
-            problems.append(f"task {meta.get('task')!r}, not {p.task.name!r}")
-        dataset = p.task.info().get("dataset")
-        if meta.get("dataset") != dataset:
-            problems.append(f"dataset {meta.get('dataset')!r}, not {dataset!r}")
-        if meta.get("split") != p.task.mining_split:
-            problems.append(f"split {meta.get('split')!r}, not the mining split {p.task.mining_split!r}")
+        problems = mined_dir_problems(p.task, p.mined_dir)
         for role in ("draft", "target"):
             mined, ours = meta.get(role) or {}, getattr(p.pair, role).fingerprint()
             if not same_model(mined, ours):
                 problems.append(f"{role} model {mined.get('id')!r} is not this run's {ours['id']!r}")
-        if meta.get("shard"):
-            problems.append(
-                f"it is one shard ({meta['shard'][0]}/{meta['shard'][1]}) only: merge the shards with `aj mine-merge`"
-            )
-        if not store.done_indices():
-            problems.append("it has no finished prompt")
         if problems:
             raise PipelineError(f"--mined {p.mined_dir} cannot be used: " + "; ".join(problems))
         return {"summary": store.summary(), "external": str(p.mined_dir)}  # read only: never written to
+
+
+def mined_dir_problems(task: Any, mined_dir: Path) -> list[str]:
+    """What makes ``--mined DIR`` unusable for ``task``, without the models (they are checked later).
+
+    Read by :meth:`Pipeline.check_before_models` before the models load, and again by the stage.
+    """
+    store = MinedStore(mined_dir)
+    try:
+        meta = store.read_meta()
+    except MinedDataError as e:
+        return [str(e)]
+    problems = []
+    if meta.get("task") != task.name:
+        problems.append(f"task {meta.get('task')!r}, not {task.name!r}")
+    dataset = task.info().get("dataset")
+    if meta.get("dataset") != dataset:
+        problems.append(f"dataset {meta.get('dataset')!r}, not {dataset!r}")
+    if meta.get("split") != task.mining_split:
+        problems.append(f"split {meta.get('split')!r}, not the mining split {task.mining_split!r}")
+    if meta.get("shard"):
+        problems.append(
+            f"it is one shard ({meta['shard'][0]}/{meta['shard'][1]}) only: merge the shards with `aj mine-merge`"
+        )
+    if not store.done_indices():
+        problems.append("it has no finished prompt")
+    return problems
 
 
 # -- 2. train ---------------------------------------------------------------------------------------
@@ -257,6 +271,7 @@ class DecodingStage(Stage):
             return evaluate_modes(
                 p.task, p.engine(), examples, modes, self.directory(p), settings=p.eval_settings(), judges=judges,
                 base_key=self.base_key(p, examples), judge_sha256=sha, resume=resume, progress=update,
+                sitting=p.sitting, batch=p.cfg.eval_batch, batch_engine=p.batched_engine(),
             )  # fmt: skip
 
     def rows_complete(self, p: Pipeline, modes: list[ModeSpec], examples: list[Any]) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from autojudge.core.data import DatasetNotFoundError, find_data_file
+from autojudge.core.data import find_data_file
 
 __all__ = ["GSM8K_URL", "MATH500_SHA256", "MATH500_URL", "find_gsm8k", "find_math500", "math500_half"]
 
@@ -32,16 +32,7 @@ MATH500_SHA256 = "35dc41080a3680858b27fa7e0533d2d547825316fc5dafe5d316f4ccc5a061
 def find_gsm8k(split: str, data_dir: str | Path | None = None) -> Path:
     """Path of GSM8K ``split`` (``train``/``test``): ``.jsonl.gz`` or ``.jsonl``, else download the latter."""
     gz, plain = f"gsm8k/{split}.jsonl.gz", f"gsm8k/{split}.jsonl"
-    try:
-        return find_data_file(gz, data_dir=data_dir, dataset="gsm8k")
-    except DatasetNotFoundError:
-        pass
-    try:
-        return find_data_file(plain, data_dir=data_dir, url=GSM8K_URL.format(split=split), dataset="gsm8k")
-    except DatasetNotFoundError as e:
-        raise DatasetNotFoundError(
-            str(e).replace(f"no file {plain!r}", f"no file {gz!r} or {plain!r}")
-        ) from None
+    return find_data_file((gz, plain), data_dir=data_dir, url=GSM8K_URL.format(split=split), dataset="gsm8k")
 
 
 def find_math500(data_dir: str | Path | None = None) -> Path:

@@ -13,6 +13,9 @@
   counters as JSON through ``collective_rpc("judge_stats")`` (needs
   ``--worker-extension-cls`` = :data:`~autojudge.core.backends.vllm.worker.WORKER_EXTENSION`).
   vLLM's own ``/metrics`` keeps its ``vllm:spec_decode_*`` counters, judge accepts included.
+  It also installs :class:`DrainGuard`: once the server shuts down (SIGTERM/SIGINT; ``aj serve``
+  passes ``--shutdown-timeout`` so in-flight requests finish), a *new* POST gets ``503`` with a
+  clear message instead of vLLM's ``500 cannot schedule new futures after shutdown``.
 """
 
 # no `from __future__ import annotations` here: FastAPI must see the real `Request` annotation of the route
@@ -20,6 +23,7 @@ import functools
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,12 @@ ENV_JUDGE = "AUTOJUDGE_VLLM_JUDGE"
 PLUGIN_NAME = "autojudge"
 METRICS_PATH = "/autojudge/metrics"
 _PATCHED = "_autojudge_load_model_patched"
+#: set (in the API server process) when vLLM starts shutting its engine client down
+DRAINING = threading.Event()
+SHUTDOWN_MESSAGE = (
+    "the server is shutting down: it finishes the requests in flight and accepts no new ones; "
+    "retry on another instance"
+)
 
 
 def judge_description_from_env() -> dict[str, Any] | None:
@@ -108,8 +118,53 @@ def register() -> None:
     _wrap_load_model(CPUModelRunner)
 
 
+class DrainGuard:
+    """ASGI middleware: while :data:`DRAINING` is set, answer every POST with ``503`` (JSON, vLLM's error shape).
+
+    vLLM 0.32 keeps accepting HTTP requests while it drains in-flight ones after SIGTERM, but
+    its request pipeline is already shut down, so a new request fails with ``500 cannot schedule
+    new futures after shutdown``. GETs (``/health``, ``/metrics``) pass through unchanged.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and scope.get("method") == "POST" and DRAINING.is_set():
+            body = json.dumps(
+                {"error": {"message": SHUTDOWN_MESSAGE, "type": "ServiceUnavailableError", "param": None,
+                           "code": 503}}
+            ).encode()  # fmt: skip
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       (b"retry-after", b"5"), (b"connection", b"close")]  # fmt: skip
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def _flag_shutdown(engine_client: Any) -> None:
+    """Wrap ``engine_client.shutdown`` (on the instance) so that calling it sets :data:`DRAINING` first."""
+    original = getattr(engine_client, "shutdown", None)
+    if original is None or getattr(original, _PATCHED, False):
+        return
+
+    @functools.wraps(original)
+    def shutdown(*args: Any, **kwargs: Any) -> Any:
+        DRAINING.set()
+        return original(*args, **kwargs)
+
+    setattr(shutdown, _PATCHED, True)
+    try:
+        engine_client.shutdown = shutdown
+    except AttributeError:  # a client class with slots: keep vLLM's behaviour
+        log.warning(
+            "autojudge: cannot watch the engine client's shutdown; new requests while draining get 500"
+        )
+
+
 class AutojudgeEndpoint:
-    """The ``vllm.endpoint_plugins`` entry point: ``GET /autojudge/metrics``."""
+    """The ``vllm.endpoint_plugins`` entry point: ``GET /autojudge/metrics`` and :class:`DrainGuard`."""
 
     name = PLUGIN_NAME
     required_tasks = None
@@ -117,6 +172,8 @@ class AutojudgeEndpoint:
     def attach_router(self, app: Any) -> None:
         from fastapi import Request
         from fastapi.responses import JSONResponse
+
+        app.add_middleware(DrainGuard)
 
         @app.get(METRICS_PATH)
         async def autojudge_metrics(request: Request) -> Any:
@@ -146,3 +203,5 @@ class AutojudgeEndpoint:
 
     async def init_state(self, engine_client: Any, state: Any, args: Any) -> None:
         state.autojudge_engine_client = engine_client
+        if engine_client is not None:
+            _flag_shutdown(engine_client)

@@ -39,11 +39,19 @@ from autojudge.core.compare.llm.checker import (
 )
 from autojudge.core.compare.llm.comparer import LLMComparer
 from autojudge.core.compare.llm.config import ComparerConfig, ComparerConfigError, parse_comparer_spec
-from autojudge.core.compare.llm.prompt import PROMPT_VERSION, Verdict, build_messages, parse_verdict
+from autojudge.core.compare.llm.prompt import (
+    PROMPT_VERSION,
+    VOTE_RULES,
+    Verdict,
+    build_messages,
+    parse_verdict,
+    parse_vote,
+)
 from autojudge.core.compare.llm.task import LLMComparedTask
 
 __all__ = [
     "PROMPT_VERSION",
+    "VOTE_RULES",
     "ChatBackend",
     "ChatRequest",
     "ComparerBackendError",
@@ -64,4 +72,5 @@ __all__ = [
     "normalize_answer",
     "parse_comparer_spec",
     "parse_verdict",
+    "parse_vote",
 ]

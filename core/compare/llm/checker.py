@@ -11,10 +11,14 @@ triples and returns a :class:`ComparisonResult` per triple. Per triple it
    ``both_orders``, as many times in the order (b, a) to cancel position bias;
    replies come from the :class:`~autojudge.core.compare.llm.cache.ReplyCache`
    when present, and every new reply is cached as soon as its batch returns;
-3. parses each reply (:func:`~autojudge.core.compare.llm.prompt.parse_verdict`)
-   and takes a strict majority over *all* votes: YES only if more than half
-   the votes are YES, NO if more than half are NO, else CANNOT_TELL. With both
-   orders and one sample each, equivalence needs a Yes in both orders.
+3. turns each reply into a vote (:func:`~autojudge.core.compare.llm.prompt.parse_vote`:
+   the verdict of :func:`~autojudge.core.compare.llm.prompt.parse_verdict`, but
+   CANNOT_TELL when the reply's restated ``A:``/``B:`` answers are missing or
+   not taken from the responses shown in that order, or when it says Yes to
+   restated answers whose numbers differ) and takes a strict majority over
+   *all* votes: YES only if more than half the votes are YES, NO if more than
+   half are NO, else CANNOT_TELL. With both orders and one sample each,
+   equivalence needs a Yes in both orders.
 
 Only YES is equivalent: CANNOT_TELL and NO are not. Backend failures (after
 the backend's retries) raise :class:`~autojudge.core.compare.llm.backends.ComparerBackendError`;
@@ -36,7 +40,7 @@ from typing import Any
 
 from autojudge.core.compare.llm.backends import ChatBackend, ChatRequest, ComparerBackendError
 from autojudge.core.compare.llm.cache import ReplyCache, reply_key
-from autojudge.core.compare.llm.prompt import PROMPT_VERSION, Verdict, build_messages, parse_verdict
+from autojudge.core.compare.llm.prompt import PROMPT_VERSION, VOTE_RULES, Verdict, build_messages, parse_vote
 from autojudge.core.compare.pool import CheckOutcome
 
 __all__ = [
@@ -167,6 +171,7 @@ class LLMEquivalenceChecker:
         return {
             **self.backend.describe(),
             "prompt_version": PROMPT_VERSION,
+            "vote_rules": VOTE_RULES,
             **self.settings.as_dict(),
             "exact_match_shortcut": self.exact_match_shortcut,
             "cache": str(self.cache.path) if self.cache is not None else None,
@@ -217,6 +222,7 @@ class LLMEquivalenceChecker:
         """
         results: list[ComparisonResult | None] = [None] * len(items)
         plans: dict[int, list[tuple[str, str]]] = {}  # item -> [(order, key)]
+        shown: dict[int, tuple[str, str, str]] = {}  # item -> (question, response_a, response_b) as strings
         wanted: dict[str, ChatRequest] = {}
         for i, (question, a, b) in enumerate(items):
             self.stats.pairs += 1
@@ -226,6 +232,7 @@ class LLMEquivalenceChecker:
                 results[i] = short
                 continue
             plan = []
+            shown[i] = (str(question), str(a), str(b))
             for order, req in self._requests(str(question), str(a), str(b)):
                 key = self._key(req)
                 plan.append((order, key))
@@ -252,7 +259,10 @@ class LLMEquivalenceChecker:
             self._store(new)
             replies.update(new)
         for i, plan in plans.items():
-            votes = tuple(parse_verdict(replies[k]) for _, k in plan)
+            q, a, b = shown[i]
+            votes = tuple(
+                parse_vote(replies[k], *((a, b) if o == "ab" else (b, a)), question=q) for o, k in plan
+            )
             results[i] = ComparisonResult(
                 verdict=aggregate_votes(votes),
                 votes=votes,

@@ -178,7 +178,7 @@ class ComparerConfig:
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly settings (the API key's variable name, never its value)."""
-        from autojudge.core.compare.llm.prompt import PROMPT_VERSION
+        from autojudge.core.compare.llm.prompt import PROMPT_VERSION, VOTE_RULES
 
         d = asdict(self)
         kind, _ = parse_comparer_spec(self.spec)
@@ -190,4 +190,5 @@ class ComparerConfig:
                 d.pop(k)
         d.pop("cache")
         d["prompt_version"] = PROMPT_VERSION
+        d["vote_rules"] = VOTE_RULES
         return d

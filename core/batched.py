@@ -51,7 +51,7 @@ from transformers.cache_utils import DynamicLayer
 from autojudge.core.engine import GenerationResult, StopChecker, check_mode, default_eos_ids, encode
 from autojudge.core.judge import Judge, MismatchFeatures
 from autojudge.core.metrics import GenerationMetrics
-from autojudge.core.runner import UnsupportedModelError
+from autojudge.core.runner import UnsupportedModelError, model_parts
 
 PAD_ID = 0  # token fed in padding slots (any valid id: its outputs are discarded, its slot is a hole)
 
@@ -68,11 +68,7 @@ class BatchedRunner:
 
     def __init__(self, model: torch.nn.Module, *, compact_slack: int = 32):
         self.model = model
-        self.decoder = model.get_decoder()
-        self.lm_head = model.get_output_embeddings()
-        if self.decoder is None or self.lm_head is None:
-            raise UnsupportedModelError(f"{type(model).__name__} exposes no decoder / output embeddings")
-        self.device = next(model.parameters()).device
+        self.decoder, self.lm_head, self.device = model_parts(model)
         self.compact_slack = compact_slack
         self.reset(0)
 

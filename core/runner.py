@@ -28,16 +28,21 @@ class UnsupportedModelError(ValueError):
     """The model's logits are not ``lm_head(last_hidden_state)``."""
 
 
+def model_parts(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module, torch.device]:
+    """``(decoder, lm_head, device)`` of a causal LM; raises :class:`UnsupportedModelError` when it has none."""
+    decoder = model.get_decoder()
+    lm_head = model.get_output_embeddings()
+    if decoder is None or lm_head is None:
+        raise UnsupportedModelError(f"{type(model).__name__} exposes no decoder / output embeddings")
+    return decoder, lm_head, next(model.parameters()).device
+
+
 class ModelRunner:
     """A causal LM plus its KV cache for one sequence (batch size 1)."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
-        self.decoder = model.get_decoder()
-        self.lm_head = model.get_output_embeddings()
-        if self.decoder is None or self.lm_head is None:
-            raise UnsupportedModelError(f"{type(model).__name__} exposes no decoder / output embeddings")
-        self.device = next(model.parameters()).device
+        self.decoder, self.lm_head, self.device = model_parts(model)
         self.cache: DynamicCache | None = None
         self.ids: list[int] = []  # the token ids whose keys/values the cache holds
 

@@ -10,7 +10,8 @@ import click
 from autojudge.core.backends import BACKENDS
 
 JUDGE_HELP = (
-    "Judge for --mode judge: a judge artifact (.safetensors from `aj train`), or a baseline: "
+    "Judge for --mode judge: a shipped judge's name (`aj judges list`), a judge artifact (.safetensors from "
+    "`aj train`), or a baseline: "
     "'never' (lossless), 'always', 'topk:K' (accept if the draft token is in the target's top-K), "
     "'prob:P' (accept if the target gives the draft token probability >= P)."
 )
@@ -41,7 +42,13 @@ JUDGE_HELP = (
     help="Override the judge artifact's threshold (accept iff P(important) < T).",
 )
 @click.option(
-    "-k", "--draft-length", "k", type=int, default=5, show_default=True, help="Draft tokens per cycle."
+    "-k",
+    "--draft-length",
+    "k",
+    default="5",
+    show_default=True,
+    help="Draft tokens per cycle, or 'auto': the k maximising predicted tokens/s from this machine's measured "
+    "draft-step and verify costs and the pair's measured acceptance (measured once, cached; docs/engine.md).",
 )
 @click.option("--max-new-tokens", type=int, default=256, show_default=True)
 @click.option("--stop", multiple=True, help="Stop sequence (repeatable).")
@@ -94,6 +101,16 @@ def decode(
 
     if prompt == "-":
         prompt = sys.stdin.read()
+    k_auto = str(k).lower() == "auto"
+    if not k_auto:
+        try:
+            k = int(k)
+        except ValueError:
+            raise click.BadParameter(f"expected an integer or 'auto', got {k!r}", param_hint="'-k'") from None
+    if k_auto and backend == "vllm":
+        raise click.UsageError(
+            "-k auto measures the transformers engine: use --backend transformers or a number"
+        )
     mode = mode or ("judge" if judge_spec else "sd")
     if mode == "judge" and not judge_spec:
         raise click.UsageError("--mode judge needs --judge")
@@ -126,6 +143,21 @@ def decode(
         )
     )
     engine = open_engine("transformers", tgt, dft, tokenizer=tokenizer)
+    if k_auto:
+        if mode == "ar":
+            k = 1  # target-only decoding drafts nothing
+        else:
+            from autojudge.core.kchoice import choose_k
+
+            pair_key = {"target": tgt.fingerprint(), "draft": dft.fingerprint(), "dtype": str(tgt.dtype),
+                        "quant": getattr(tgt, "quant", "none"), "device": str(device)}  # fmt: skip
+            choice = choose_k(engine, pair_key, mode=mode, judge=judge)
+            k = choice["k"]
+            click.echo(
+                f"-k auto: k = {k} (acceptance {choice['alpha']:.2f}, draft step {1e3 * choice['draft_step_s']:.1f} ms, "
+                f"predicted {choice['predicted_speedup_vs_ar']:.2f}x target-only; cached in the autojudge cache)",
+                err=True,
+            )
     res = engine.generate(
         text, mode=mode, judge=judge, k=k, max_new_tokens=max_new_tokens, stop_sequences=stop
     )

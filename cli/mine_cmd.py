@@ -52,9 +52,16 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 @click.option(
     "--inflight",
     type=click.IntRange(min=1),
-    default=4,
+    default=None,
+    help="Prompts mined at once (1: one at a time). [batched: sized to the free memory, at most 48; pipelined: 4]",
+)
+@click.option(
+    "--driver",
+    type=click.Choice(["batched", "pipelined", "sequential"]),
+    default="batched",
     show_default=True,
-    help="Prompts mined at once: equivalence checks run while the models advance other prompts (1: one at a time).",
+    help="transformers backend: batched runs the rollouts of all in-flight prompts in one batch per step; "
+    "pipelined one rollout at a time while checks run; sequential one prompt at a time. Same labels.",
 )
 @click.option(
     "--backend",
@@ -65,8 +72,10 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 )
 @click.option(
     "--dtype",
-    default=None,
-    help="float32 gives labels identical to plain greedy regeneration; bfloat16 (CPU default) is faster.",
+    default="auto",
+    show_default=True,
+    help="auto: the dtype this CPU's linears run faster (measured once, cached; bfloat16 on CPUs with bf16 "
+    "units, else float32). float32 gives labels identical to the sequential driver and plain greedy regeneration.",
 )
 @click.option(
     "--quant",
@@ -98,6 +107,7 @@ def mine(
     max_mismatches,
     naive,
     inflight,
+    driver,
     backend,
     dtype,
     quant,
@@ -137,13 +147,24 @@ def mine(
         device=device,
         quant=quant,
     )
+    if inflight is None:
+        if driver == "batched" and backend == "transformers":
+            from autojudge.core.mining.batched import default_inflight
+
+            inflight = default_inflight(pair.target.model, pair.draft.model, max_new_tokens)
+            click.echo(
+                f"mining {inflight} prompts at once (sized to the free memory; --inflight to change)",
+                err=True,
+            )
+        else:
+            inflight = 1 if driver == "sequential" else 4
     config = MiningConfig(
         max_new_tokens=max_new_tokens, max_mismatches=max_mismatches, naive=naive, inflight=inflight
     )
     try:
         summary = mine_task(
             task, pair, out, split=split, limit=limit, data_dir=data_dir, config=config,
-            resume=resume, shard=shard_range, progress=not no_progress, backend=backend,
+            resume=resume, shard=shard_range, progress=not no_progress, backend=backend, driver=driver,
         )  # fmt: skip
     except ImportError as e:  # VLLMUnavailableError: vLLM missing or another version
         if backend != "vllm":
@@ -166,3 +187,18 @@ def mine_merge(sources, out):
 
     store = merge_stores(sources, out)
     click.echo(json.dumps(store.summary(), indent=2))
+
+
+@click.command("mine-pack")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def mine_pack(directory):
+    """Store a mined directory's hidden-state features as float16 (half the size; for data kept in a repository)."""
+    from autojudge.core.mining.store import MinedDataError, MinedStore
+
+    try:
+        res = MinedStore(directory).pack()
+    except MinedDataError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(
+        f"packed {res['shards']} shard(s): {res['bytes_before'] / 1e6:.1f} MB -> {res['bytes_after'] / 1e6:.1f} MB"
+    )

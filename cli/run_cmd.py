@@ -85,7 +85,13 @@ def _ints(value: str) -> tuple[int, ...]:
     show_default=True,
     help="Draft tokens per cycle.",
 )
-@click.option("--dtype", default=None, help="bfloat16 (CPU default), float32, float16.")
+@click.option(
+    "--dtype",
+    default="auto",
+    show_default=True,
+    help="auto: on a CPU the dtype its linears run faster (measured once, cached: bfloat16 where the CPU has "
+    "bf16 units, else float32); bfloat16, float32, float16.",
+)
 @click.option(
     "--quant",
     type=click.Choice(["none", "int8"]),
@@ -123,6 +129,13 @@ def _ints(value: str) -> tuple[int, ...]:
 @click.option("--mined", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Use this `aj mine` / `aj mine-merge` directory (same task and models) instead of mining; "
                    "validation prompts start after the last prompt it mined.")  # fmt: skip
+@click.option("--keep-truncated", is_flag=True,
+              help="Train on labels whose rollout hit the token budget too (left out by default: a cut rollout "
+                   "is no evidence that the swap mattered).")  # fmt: skip
+@click.option("--judge", "judge_spec", default=None,
+              help="A trained judge instead of mining and training: a shipped judge's name (`aj judges list`) or an "
+                   "`aj train` artifact; checked against the models; its threshold is still chosen on validation "
+                   "prompts it was not trained on.")  # fmt: skip
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
@@ -146,8 +159,8 @@ def _ints(value: str) -> tuple[int, ...]:
     "1: one at a time). Rows are identical; tokens/s becomes a throughput figure.",
 )
 def run(task_name, dataset, draft, target, mine_limit, val_limit, eval_limit, thresholds, val_thresholds, top_k,
-        max_accuracy_drop, max_new_tokens, k, dtype, quant, device, backend, features, target_recall, max_mismatches, mined, data_dir,
-        out, resume, no_progress, eval_batch):  # fmt: skip
+        max_accuracy_drop, max_new_tokens, k, dtype, quant, device, backend, features, target_recall, max_mismatches, mined, keep_truncated,
+        judge_spec, data_dir, out, resume, no_progress, eval_batch):  # fmt: skip
     """Mine, train the judge, pick its threshold on validation, evaluate and report the trade-off.
 
     Each stage is cached in --out and skipped when its inputs are unchanged;
@@ -166,7 +179,7 @@ def run(task_name, dataset, draft, target, mine_limit, val_limit, eval_limit, th
             mine_limit=mine_limit, val_limit=val_limit, eval_limit=eval_limit, thresholds=_floats(thresholds),
             val_thresholds=_floats(val_thresholds), top_k=_ints(top_k), max_accuracy_drop=max_accuracy_drop,
             max_new_tokens=max_new_tokens, k=k, dtype=dtype, quant=quant, device=device, backend=backend, features=features,
-            target_recall=target_recall, max_mismatches=max_mismatches or None, mined=mined, data_dir=data_dir, resume=resume,
+            target_recall=target_recall, max_mismatches=max_mismatches or None, mined=mined, judge=judge_spec, keep_truncated=keep_truncated, data_dir=data_dir, resume=resume,
             progress=not no_progress, eval_batch=eval_batch,
         )  # fmt: skip
     except ValueError as e:

@@ -77,6 +77,11 @@ def _parse_grid(value: str) -> tuple[float, ...]:
 @click.option(
     "--skip-incomplete", is_flag=True, help="Ignore shards of unfinished prompts (no completion marker yet)."
 )
+@click.option(
+    "--keep-truncated",
+    is_flag=True,
+    help="Train on labels whose rollout hit the token budget too (left out by default).",
+)
 def train(
     data_dir: Path,
     features: str,
@@ -90,6 +95,7 @@ def train(
     max_iter: int,
     patience: int,
     skip_incomplete: bool,
+    keep_truncated: bool,
 ) -> None:
     """Train the AutoJudge classifier and calibrate its threshold.
 
@@ -121,7 +127,13 @@ def train(
     console = Console()
     try:
         with console.status(f"reading {data_dir}"):
-            data = load_mined(data_dir, sorted(blocks), skip_incomplete=skip_incomplete)
+            data = load_mined(
+                data_dir, sorted(blocks), skip_incomplete=skip_incomplete, keep_truncated=keep_truncated
+            )
+        if data.excluded_truncated:
+            console.print(
+                f"left out {data.excluded_truncated} truncated label(s): their rollouts hit the token budget"
+            )
         with console.status(f"training {len(sets)} feature set(s) on {data.n} mismatches"):
             result = train_judges(data, sets, config, choose=choose)
         artifact, report = result.save(out)

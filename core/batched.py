@@ -55,6 +55,67 @@ from autojudge.core.runner import UnsupportedModelError, model_parts
 
 PAD_ID = 0  # token fed in padding slots (any valid id: its outputs are discarded, its slot is a hole)
 
+#: attention kernel of batched passes feeding at most FAST_ATTENTION_MAX_T tokens per row (see grouped_attention)
+FAST_ATTENTION = "autojudge_grouped"
+FAST_ATTENTION_MAX_T = 64
+#: model types whose attention is plain scaled-dot-product with grouped KV heads (no soft-capping, no sliding window)
+FAST_ATTENTION_MODELS = frozenset({"llama", "qwen2", "qwen3", "mistral"})
+
+
+def grouped_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention for a few new tokens per row over a long, holed cache: two batched matmuls per layer.
+
+    PyTorch's CPU SDPA kernel with an explicit mask took 46% of a 32-row 1-token
+    pass of the Qwen 1.5B target (bf16, 300 cached tokens) for ~1% of its FLOPs.
+    Here the query heads sharing a KV head are stacked into one matrix (no
+    ``repeat_kv`` copy), scores and softmax run in float32, and the mask is
+    :func:`transformers.masking_utils.sdpa_mask`'s boolean mask. Float32 outputs
+    equal SDPA's to ~1e-6 (tested); inference only (no dropout).
+    """
+    B, H, T, d = query.shape
+    Hkv, S = key.shape[1], key.shape[2]
+    g = H // Hkv
+    scale = scaling if scaling is not None else d**-0.5
+    scores = torch.matmul(query.reshape(B, Hkv, g * T, d), key.transpose(-1, -2)).float() * scale
+    if (
+        attention_mask is None and T > 1
+    ):  # the mask was skipped as plain causal: new token t sees slots <= S - T + t
+        slots = torch.arange(S, device=query.device)
+        attention_mask = (slots[None, :] <= (S - T + torch.arange(T, device=query.device))[:, None])[
+            None, None
+        ]
+    if attention_mask is not None:
+        scores = scores.view(B, Hkv, g, T, S)
+        mask = attention_mask[..., -S:][:, :, None]  # [B, 1, 1, T, S]
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask
+        scores = scores.view(B, Hkv, g * T, S)
+    probs = torch.softmax(scores, dim=-1).to(value.dtype)
+    out = torch.matmul(probs, value).view(B, H, T, d).transpose(1, 2).contiguous()
+    return out, None
+
+
+def _register_fast_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(FAST_ATTENTION, grouped_attention)
+    AttentionMaskInterface.register(FAST_ATTENTION, sdpa_mask)
+
+
+_register_fast_attention()
+
 
 class BatchedRunner:
     """One causal LM plus a batched KV cache with per-row lengths and per-row rollback.
@@ -66,10 +127,19 @@ class BatchedRunner:
     slot order).
     """
 
-    def __init__(self, model: torch.nn.Module, *, compact_slack: int = 32):
+    def __init__(self, model: torch.nn.Module, *, compact_slack: int = 32, fast_attention: bool = True):
         self.model = model
         self.decoder, self.lm_head, self.device = model_parts(model)
         self.compact_slack = compact_slack
+        cfg = model.config
+        # CPU only: CUDA's SDPA kernels are the fast path there
+        self.fast_attention = (
+            fast_attention
+            and self.device.type == "cpu"
+            and getattr(cfg, "model_type", None) in FAST_ATTENTION_MODELS
+            and getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager")
+            and not getattr(cfg, "use_sliding_window", False)
+        )
         self.reset(0)
 
     # -- state ---------------------------------------------------------------------
@@ -108,13 +178,20 @@ class BatchedRunner:
         # padding slots reuse the row's last real position: finite RoPE inputs, never attended to
         new_pos = self.length[:, None] + torch.minimum(steps[None, :], (n[:, None] - 1).clamp(min=0))
         mask = torch.cat([self.valid, new_valid], dim=1)
-        out = self.decoder(
-            input_ids=tokens,
-            attention_mask=mask.long(),
-            position_ids=new_pos,
-            past_key_values=self.cache,
-            use_cache=True,
-        )
+        cfg = self.model.config
+        saved = cfg._attn_implementation
+        if self.fast_attention and T <= FAST_ATTENTION_MAX_T:
+            cfg._attn_implementation = FAST_ATTENTION  # this pass only; batch-1 runners keep theirs
+        try:
+            out = self.decoder(
+                input_ids=tokens,
+                attention_mask=mask.long(),
+                position_ids=new_pos,
+                past_key_values=self.cache,
+                use_cache=True,
+            )
+        finally:
+            cfg._attn_implementation = saved
         self.valid = mask
         self.pos = torch.cat([self.pos, torch.where(new_valid, new_pos, -1)], dim=1)
         self.length = self.length + n

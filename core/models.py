@@ -67,9 +67,17 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = 
     """Map ``"bf16"``/``"float32"``/... or a torch dtype to a torch dtype; None = bfloat16.
 
     On a CUDA device without bfloat16 support the default falls back to float16.
+    ``"auto"``: on a CPU the dtype whose linears this machine runs faster
+    (:func:`autojudge.core.machine.preferred_dtype`, measured once and cached), else as None.
     """
     import torch
 
+    if isinstance(dtype, str) and dtype.lower() == "auto":
+        if torch.device(device).type == "cpu":
+            from autojudge.core.machine import preferred_dtype
+
+            return preferred_dtype()
+        dtype = None
     if dtype is None:
         dev = torch.device(device)
         if dev.type == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
@@ -79,7 +87,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = 
         return dtype
     key = _DTYPE_ALIASES.get(str(dtype).lower().removeprefix("torch."))
     if key is None:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of float32/fp32, bfloat16/bf16, float16/fp16")
+        raise ValueError(
+            f"unknown dtype {dtype!r}; use one of auto, float32/fp32, bfloat16/bf16, float16/fp16"
+        )
     return getattr(torch, key)
 
 

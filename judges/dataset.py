@@ -68,6 +68,8 @@ def expand_feature_sets(spec: str) -> list[str]:
 class MinedData(MinedArrays):
     """:class:`~autojudge.core.mining.store.MinedArrays` plus the judge's view: feature matrices."""
 
+    excluded_truncated: int = 0  # truncated rows :func:`load_mined` dropped
+
     def block_dim(self, block: str) -> int:
         return int(self.features[block].shape[1])
 
@@ -85,15 +87,24 @@ def load_mined(
     blocks: Sequence[str] = ("dt", "dd", "x"),
     *,
     skip_incomplete: bool = False,
+    keep_truncated: bool = False,
 ) -> MinedData:
     """Load the ``blocks`` of every finished prompt of a mined directory (through the store).
+
+    Rows whose rollout hit its token budget (``truncated``: the missing answer says nothing
+    about the swap) are dropped unless ``keep_truncated``; ``excluded_truncated`` counts them.
 
     Raises :class:`~autojudge.core.mining.store.MinedDataError` naming the offending file for any problem (see
     :meth:`autojudge.core.mining.store.MinedStore.read_arrays`); shards of unfinished
     prompts are an error unless ``skip_incomplete``.
     """
     arrays = read_mined(path, blocks, skip_incomplete=skip_incomplete)
-    return MinedData(**{f.name: getattr(arrays, f.name) for f in fields(arrays)})
+    dropped = 0
+    if not keep_truncated:
+        arrays, dropped = arrays.without_truncated()
+    data = MinedData(**{f.name: getattr(arrays, f.name) for f in fields(arrays)})
+    data.excluded_truncated = dropped
+    return data
 
 
 def split_by_prompt(

@@ -1,8 +1,10 @@
 """Turn a judge specification string (command line, config) into a :class:`~autojudge.core.judge.Judge`.
 
 Forms: a registered judge kind (``never`` (lossless), ``always``, ``topk:K``, ``prob:P``,
-or a plugin's ``mykind:ARG``; see ``register_judges`` in docs/plugins.md), or the path
-of a judge artifact written by ``aj train`` (checked against the models in use). This
+or a plugin's ``mykind:ARG``; see ``register_judges`` in docs/plugins.md), the path
+of a judge artifact written by ``aj train``, or the name of a judge shipped in the
+package (``gsm8k``; ``aj judges list``, :mod:`autojudge.judges.shipped`). Artifacts are
+checked against the models in use. This
 is the one place that resolves a user's ``--judge`` string; backends receive the
 resulting judge (or its :meth:`~autojudge.core.judge.Judge.describe` description).
 """
@@ -24,6 +26,29 @@ class JudgeSpecError(ValueError):
     """A ``--judge`` string names no usable judge (bad argument, no such file); the message says why."""
 
 
+def _artifact_path(spec: str) -> Path | None:
+    """The artifact ``spec`` names: an existing file, else a shipped judge's file; None for neither."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    from autojudge.judges.shipped import find_shipped
+
+    shipped = find_shipped(spec)
+    return shipped.path if shipped is not None else None
+
+
+def _unknown(spec: str) -> str:
+    from autojudge.judges.shipped import shipped_names
+
+    names = shipped_names()
+    shipped = (
+        f"a shipped judge ({', '.join(names)}; `aj judges list`)"
+        if names
+        else "a shipped judge (none installed)"
+    )
+    return f"judge {spec!r} is neither a baseline ({', '.join(judge_spec_forms())}), {shipped}, nor an existing file"
+
+
 def check_judge_spec(spec: str, *, threshold: float | None = None) -> dict[str, Any] | None:
     """Check a ``--judge`` string (and ``--threshold``) WITHOUT the models, before they load.
 
@@ -41,11 +66,9 @@ def check_judge_spec(spec: str, *, threshold: float | None = None) -> dict[str, 
         if threshold is not None:
             raise JudgeSpecError("--threshold applies to trained judge artifacts, not to baseline judges")
         return None
-    path = Path(spec)
-    if not path.is_file():
-        raise JudgeSpecError(
-            f"judge {spec!r} is neither a baseline ({', '.join(judge_spec_forms())}) nor an existing file"
-        )
+    path = _artifact_path(spec)
+    if path is None:
+        raise JudgeSpecError(_unknown(spec))
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise JudgeSpecError(f"--threshold must be in [0, 1], got {threshold}")
     from autojudge.judges.artifact import load_judge
@@ -82,11 +105,9 @@ def load_judge_spec(
         if threshold is not None:
             raise ValueError("--threshold applies to trained judge artifacts, not to baseline judges")
         return judge
-    path = Path(spec)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"judge {spec!r} is neither a baseline ({', '.join(judge_spec_forms())}) nor an existing file"
-        )
+    path = _artifact_path(spec)
+    if path is None:
+        raise FileNotFoundError(_unknown(spec))
     from autojudge.judges.artifact import load_judge
 
     judge, _meta = load_judge(

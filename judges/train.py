@@ -267,6 +267,8 @@ class TrainResult:
     seconds: float
     y_val: np.ndarray = field(repr=False)
     n_labels: int | None = None  # labelled mismatches trained on (all rows, training + validation)
+    #: the prompts the labels came from (recorded in the artifact, so ``aj run --judge`` validates elsewhere)
+    prompt_ids: list[str] = field(default_factory=list)
 
     @property
     def best(self) -> FeatureSetResult:
@@ -357,7 +359,11 @@ class TrainResult:
                 "threshold_table": self.table,
                 "metrics": metrics,
                 "training": report["config"],
-                "mined": {"split": self.meta.get("split"), "settings": self.meta.get("settings")},
+                "mined": {
+                    "split": self.meta.get("split"),
+                    "settings": self.meta.get("settings"),
+                    "prompt_ids": self.prompt_ids,
+                },  # fmt: skip
             },
         )
         report_path = report_path_for(out)
@@ -459,6 +465,7 @@ def train_judges(
         seconds=time.perf_counter() - t0,
         y_val=y_val,
         n_labels=data.n,
+        prompt_ids=sorted({str(x) for x in data.prompt_ids.tolist()}),
     )
 
 

@@ -105,6 +105,18 @@ def tiny_pair():
     return target, draft
 
 
+@pytest.fixture(scope="session")
+def loaded_tiny_pair(tiny_pair, char_tokenizer):
+    """``tiny_pair`` as a ``ModelPair`` of ``LoadedModel`` s (float32, CPU, the char tokenizer): what mining takes."""
+    from autojudge.core.models import LoadedModel, ModelPair
+
+    target, draft = tiny_pair
+    mk = lambda name, m: LoadedModel(name, m, char_tokenizer, None, torch.float32, torch.device("cpu"))  # noqa: E731
+    return ModelPair(
+        draft=mk("tiny-draft", draft), target=mk("tiny-target", target), tokenizer=char_tokenizer
+    )
+
+
 def save_tiny_pair(root: Path) -> tuple[Path, Path]:
     """Save the ``tiny_pair`` models with the char tokenizer as HF directories; returns (draft, target)."""
     tok = make_char_tokenizer()

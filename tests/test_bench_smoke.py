@@ -62,3 +62,13 @@ def test_batched_engine_benchmark_smoke():
     assert out.startswith("CPU: ") and "\nflags: " in out
     assert out.count("| BatchedEngine | 16 | 16 | 128 |") == 2  # fp32 and bf16
     assert "16/16 |" in out
+
+
+def test_throughput_benchmark_smoke():
+    out = run_bench("bench_throughput.py", "--tiny", "--configs", "sequential,pipelined,batched,eval",
+                    "--limit", "4", "--seq-limit", "2", "--eval", "4", "--eval-batch", "4")  # fmt: skip
+    assert out.startswith("cpu: ") and "GEMM peak" in out
+    for row in ("| sequential |", "| pipelined |", "| batched |"):
+        assert row in out, out[-2000:]
+    assert out.count("| yes |") == 2, out[-2000:]  # the in-flight drivers label like the sequential one
+    assert "| sd, batch 1 (latency) |" in out

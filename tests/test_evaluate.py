@@ -250,3 +250,38 @@ def test_batched_evaluation_rows_equal_batch_1_rows(tiny_pair, char_tokenizer, t
     assert [_untimed(r) for r in again["ar"]] == [_untimed(r) for r in single["ar"]]
     assert [r["batch"]["size"] for r in read_rows(path)] == [4, 4, 4, 4, 2, 2]
     assert len(read_rows(path)) == len(examples)
+
+
+def test_wilson_interval_and_paired_change():
+    from autojudge.core.run.evaluate import paired_change, wilson_interval
+
+    lo, hi = wilson_interval(80, 100)
+    assert 0.71 < lo < 0.72 and 0.86 < hi < 0.87  # textbook values 0.711, 0.867
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 0) is None
+    ref = [True] * 6 + [False] * 4
+    mine = [True] * 5 + [False] + [True] + [False] * 3  # one lost (index 5), one gained (index 6)
+    pc = paired_change(mine, ref)
+    assert (pc["gained"], pc["lost"], pc["delta_points"]) == (1, 1, 0.0)
+    assert pc["ci95_points"][0] < 0 < pc["ci95_points"][1]
+    same = paired_change(ref, ref)
+    assert same["ci95_points"] == [0.0, 0.0] and same["gained"] == same["lost"] == 0
+
+
+def test_aggregate_modes_reports_intervals_flips_and_output_agreement():
+    from autojudge.core.run.evaluate import ModeSpec, aggregate_modes
+
+    def row(pid, correct, output):
+        return {"prompt_id": pid, "correct": correct, "output": output, "answer": output[-1],
+                "metrics": {}, "wall_time": 1.0}  # fmt: skip
+
+    ar = [row("a", True, "x=1"), row("b", True, "y=2"), row("c", False, "z=3")]
+    sd = [row("a", True, "x=1"), row("b", False, "y=5"), row("c", True, "z=4")]
+    modes = [ModeSpec("ar"), ModeSpec("sd")]
+    aggs = aggregate_modes({"ar": ar, "sd": sd}, modes)
+    s = aggs["sd"]
+    assert s["paired_vs_ar"]["gained"] == 1 and s["paired_vs_ar"]["lost"] == 1
+    assert s["identical_output_vs_ar"] == pytest.approx(1 / 3)
+    assert s["common_prefix_vs_ar"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert s["accuracy_ci95"][0] < 2 / 3 < s["accuracy_ci95"][1]
+    assert aggs["ar"]["identical_output_vs_ar"] == 1.0

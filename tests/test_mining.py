@@ -18,24 +18,29 @@ from safetensors.torch import load_file
 from autojudge.core.mining.run import mine_task
 from autojudge.core.mining.steps import Miner, MiningConfig, MismatchRecord, PromptResult
 from autojudge.core.mining.store import MINED_FORMAT, MinedDataError, MinedStore, merge_stores, read_mined
-from autojudge.core.models import LoadedModel, ModelPair
+from autojudge.core.models import ModelPair
 from autojudge.plugins.toy import ToyArithmeticTask
 
 MAX_NEW = 32
 
 
 @pytest.fixture(scope="module")
-def pair(tiny_pair, char_tokenizer) -> ModelPair:
-    target, draft = tiny_pair
-    mk = lambda name, m: LoadedModel(name, m, char_tokenizer, None, torch.float32, torch.device("cpu"))  # noqa: E731
-    return ModelPair(
-        draft=mk("tiny-draft", draft), target=mk("tiny-target", target), tokenizer=char_tokenizer
-    )
+def pair(loaded_tiny_pair) -> ModelPair:
+    return loaded_tiny_pair
+
+
+#: per-label speed counters: they depend on the driver and, with the batched driver, on which prompts
+#: shared the batch (the width of each step); labels, answers and features do not
+SPEED_FIELDS = ("rollout_target_forwards", "rollout_target_tokens")
 
 
 def mined_content(root: Path) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """A mined directory's label rows (without the speed counters) and its shard tensors."""
     store = MinedStore(root)
-    rows = sorted(store.label_rows(), key=lambda r: (r["prompt_id"], r["position"]))
+    rows = sorted(
+        ({k: v for k, v in r.items() if k not in SPEED_FIELDS} for r in store.label_rows()),
+        key=lambda r: (r["prompt_id"], r["position"]),
+    )
     tensors = {p.name: load_file(p) for p in sorted((root / "shards").glob("*.safetensors"))}
     return rows, tensors
 
@@ -194,7 +199,8 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
         return [
             sys.executable, "-m", "autojudge.cli.main", "mine", "--task", "toy-arith",
             "--draft", str(tmp_path / "draft"), "--target", str(tmp_path / "target"), "--dtype", "float32",
-            "--limit", "10", "--max-new-tokens", str(MAX_NEW), "--out", str(out), "--no-progress", *extra,
+            "--limit", "10", "--max-new-tokens", str(MAX_NEW), "--out", str(out), "--no-progress", "--inflight", "2",
+            *extra,
         ]  # fmt: skip
 
     killed = tmp_path / "killed"

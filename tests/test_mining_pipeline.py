@@ -14,17 +14,13 @@ from autojudge.core.mining.pipelined import PipelinedMiner
 from autojudge.core.mining.run import mine_task
 from autojudge.core.mining.steps import Miner, MiningConfig, PromptResult
 from autojudge.core.mining.store import MinedStore
-from autojudge.core.models import LoadedModel, ModelPair
+from autojudge.core.models import ModelPair
 from autojudge.plugins.toy import ToyArithmeticTask
 
 
 @pytest.fixture(scope="module")
-def pair(tiny_pair, char_tokenizer) -> ModelPair:
-    target, draft = tiny_pair
-    mk = lambda name, m: LoadedModel(name, m, char_tokenizer, None, torch.float32, torch.device("cpu"))  # noqa: E731
-    return ModelPair(
-        draft=mk("tiny-draft", draft), target=mk("tiny-target", target), tokenizer=char_tokenizer
-    )
+def pair(loaded_tiny_pair) -> ModelPair:
+    return loaded_tiny_pair
 
 
 def assert_same_results(a: PromptResult, b: PromptResult) -> None:

@@ -238,9 +238,10 @@ def test_run_on_sharded_mining_merged_elsewhere(pair, base_run, tmp_path):
     assert (
         summary["mining"]["labels"] == json.loads((base_run / "summary.json").read_text())["mining"]["labels"]
     )
-    assert (out / "judge.safetensors").is_file() and summary["training"]["n_labels"] == summary["mining"][
-        "labels"
-    ]
+    # the judge trains on every label but the truncated ones (rollouts cut by the budget)
+    assert (out / "judge.safetensors").is_file()
+    assert summary["training"]["n_labels"] == summary["mining"]["labels"] - summary["mining"]["truncated"]
+    assert summary["training"]["excluded_truncated"] == summary["mining"]["truncated"]
     val_ids = json.loads((out / "validation" / "selection.json").read_text())["prompt_ids"]
     mined_ids = {r["prompt_id"] for r in merged.prompt_rows()}
     assert len(val_ids) == SETTINGS["val_limit"] and not mined_ids & set(val_ids)
@@ -271,6 +272,8 @@ def test_aj_run_subprocess_on_saved_tiny_models(tmp_path):
         "--draft", str(tmp_path / "draft"), "--target", str(tmp_path / "target"), "--dtype", "float32",
         "--mine-limit", "8", "--val-limit", "2", "--eval-limit", "2", "--max-new-tokens", "32",
         "--thresholds", "0.2", "--top-k", "4", "--out", str(tmp_path / "out"), "--no-progress",
+        # random tiny models rarely stop: nearly every rollout hits the budget, and training would leave it out
+        "--keep-truncated",
     ]  # fmt: skip
     first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -433,3 +436,38 @@ def test_speedups_across_sittings_are_flagged(pair, base_run, tmp_path):
         line.startswith("| sd |") and "†" in line for line in md.splitlines()
     )
     assert not same_sitting([{"prompt_id": "a"}], [{"prompt_id": "b"}])  # older rows: unknown sitting
+
+
+def test_run_with_a_given_judge_mines_nothing(pair, base_run, tmp_path, monkeypatch):
+    """`aj run --judge NAME`: a shipped judge (here: the base run's, shipped under a name) replaces mining and
+    training; validation avoids the prompts its labels came from; the report says where the labels came from."""
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copyfile(base_run / "judge.safetensors", shipped / "toyjudge.safetensors")
+    monkeypatch.setenv("AJ_SHIPPED_JUDGES", str(shipped))
+    out = tmp_path / "run"
+    summary, ran, calls = rerun(pair, out, judge="toyjudge")
+    assert not (out / "mined").exists() and summary["mining"] == {"skipped": True}
+    assert (out / "judge.safetensors").read_bytes() == (base_run / "judge.safetensors").read_bytes()
+    assert summary["training"]["labels_from"] == "shipped"
+    base = json.loads((base_run / "summary.json").read_text())
+    assert summary["training"]["n_labels"] == base["training"]["n_labels"]
+    val_ids = json.loads((out / "validation" / "selection.json").read_text())["prompt_ids"]
+    trained_on = {r["prompt_id"] for r in MinedStore(base_run / "mined").label_rows()}
+    assert len(val_ids) == SETTINGS["val_limit"] and not trained_on & set(val_ids)
+    assert "shipped judge 'toyjudge'" in (out / "report.md").read_text()
+    assert summary["eval_prompt_ids"] == base["eval_prompt_ids"]
+    # cached on a rerun; another pair is refused before any decoding
+    assert not any(rerun(pair, out, judge="toyjudge")[1].values())
+    small = LoadedModel("small-draft", make_tiny_model("qwen2", hidden=32), pair.tokenizer, None, torch.float32,
+                        torch.device("cpu"))  # fmt: skip
+    with pytest.raises(PipelineError, match="draft model mismatch"):
+        rerun(
+            ModelPair(draft=small, target=pair.target, tokenizer=pair.tokenizer),
+            tmp_path / "run2",
+            judge="toyjudge",
+        )
+    with pytest.raises(PipelineError, match="neither a judge artifact file nor a shipped judge"):
+        rerun(pair, tmp_path / "run3", judge="nosuch")
+    with pytest.raises(ValueError, match="--mined"):
+        RunConfig(out=tmp_path / "x", judge="toyjudge", mined=tmp_path, **SETTINGS)

@@ -75,5 +75,5 @@ def test_markdown_table_has_one_row_per_mode_with_deltas():
     row = next(r for r in table if r.startswith("| judge@0.3 "))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert (
-        cells[1] == "T = 0.3" and cells[2].startswith("50.0") and cells[3] == "-25.0" and cells[4] == "3.20"
+        cells[1] == "T = 0.3" and cells[2].startswith("50.0") and cells[3] == "-25.0" and cells[6] == "3.20"
     )

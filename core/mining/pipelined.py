@@ -23,9 +23,14 @@ response may differ, by the prefix it shares with the prompt the miner held
 before). Results come out in completion order, which may differ from index
 order; :class:`~autojudge.core.mining.store.MinedStore` files them by index.
 
-Limits: one process; the transformers models run one request at a time (the
-gain is the checks' time, hidden behind model work, not batching); memory
-grows with ``inflight`` (one set of KV caches per prompt in flight).
+An *incremental* backend (:class:`IncrementalRolloutBackend`: the batched engine,
+:class:`autojudge.core.mining.batched.BatchedRollouts`) instead admits each request
+when its prompt makes it and advances all admitted rollouts one batched pass per
+loop turn, handing finished ones back between passes.
+
+Limits: one process; with :class:`EngineRollouts` the transformers models run one
+request at a time (the gain is the checks' time, hidden behind model work, not
+batching); memory grows with ``inflight`` (one set of KV caches per prompt in flight).
 """
 
 from __future__ import annotations
@@ -70,6 +75,20 @@ class RolloutBackend(Protocol):
     max_batch: int
 
     def run(self, jobs: list[tuple[Slot, RolloutRequest]]) -> list[Rollout]: ...
+
+
+class IncrementalRolloutBackend(Protocol):
+    """Admits rollout requests one by one and advances all of them a step at a time
+    (:class:`autojudge.core.mining.batched.BatchedRollouts`); marked by ``incremental = True``."""
+
+    incremental: bool
+
+    @property
+    def busy(self) -> bool: ...
+
+    def submit(self, slot: Slot, req: RolloutRequest) -> None: ...
+
+    def step(self) -> list[tuple[Slot, Rollout]]: ...
 
 
 class EngineRollouts:
@@ -132,7 +151,7 @@ class PipelinedMiner:
         tokenizer: Any,
         config: MiningConfig,
         *,
-        rollouts: RolloutBackend | None = None,
+        rollouts: RolloutBackend | IncrementalRolloutBackend | None = None,
         on_event: EventHook | None = None,
         miner_factory: Callable[[], Miner] | None = None,
     ):
@@ -204,12 +223,22 @@ class PipelinedMiner:
                     pass
                 yield from finished
                 finished.clear()
-                if ready:
+                incremental = getattr(self.rollouts, "incremental", False)
+                if incremental and (ready or self.rollouts.busy):  # type: ignore[union-attr]
+                    ready.sort(key=lambda job: job[0].index)
+                    for slot, req in ready:
+                        self._event("rollout_start", slot.index)
+                        self.rollouts.submit(slot, req)  # type: ignore[union-attr]
+                    ready.clear()
+                    for slot, res in self.rollouts.step():  # type: ignore[union-attr]
+                        self._event("rollout_end", slot.index)
+                        advance(slot, res)
+                elif ready:
                     ready.sort(key=lambda job: job[0].index)
                     jobs, ready[:] = ready[: self.rollouts.max_batch], ready[self.rollouts.max_batch :]
                     for slot, _ in jobs:
                         self._event("rollout_start", slot.index)
-                    results = self.rollouts.run(jobs)
+                    results = self.rollouts.run(jobs)  # type: ignore[union-attr]
                     for (slot, _), res in zip(jobs, results, strict=True):
                         self._event("rollout_end", slot.index)
                         advance(slot, res)

@@ -26,6 +26,9 @@ from autojudge.core.mining.store import MinedStore
 from autojudge.core.progress import ProgressLine
 from autojudge.core.task import Task
 
+#: how the transformers backend schedules prompts (see :func:`mine_task`); labels do not depend on it
+DRIVERS = ("batched", "pipelined", "sequential")
+
 
 def mining_meta(
     task: Task, split: str, pair: Any, config: MiningConfig, shard: tuple[int, int] | None
@@ -63,11 +66,15 @@ def mine_task(
     progress: bool = True,
     backend: str = "transformers",
     vllm_options: dict[str, Any] | None = None,
+    driver: str = "batched",
 ) -> dict[str, Any]:
     """Mine ``task``'s split with ``pair`` (a ``ModelPair``) into ``out``; returns the summary.
 
-    ``config.inflight`` prompts are mined at once (:class:`~autojudge.core.mining.pipelined.PipelinedMiner`;
-    1: one after the other with :meth:`Miner.mine`). ``backend="vllm"`` runs the rollouts on vLLM
+    ``driver`` (transformers backend): ``"batched"`` (default) keeps ``config.inflight`` prompts in
+    flight and runs all their rollouts in one batch (:class:`~autojudge.core.mining.batched.BatchedMiner`);
+    ``"pipelined"`` keeps them in flight with one rollout at a time
+    (:class:`~autojudge.core.mining.pipelined.PipelinedMiner`); ``"sequential"`` mines one prompt
+    after the other with :meth:`Miner.mine` (also what ``inflight=1`` or ``config.naive`` give). ``backend="vllm"`` runs the rollouts on vLLM
     (:class:`~autojudge.core.mining.vllm.VLLMMiner`, ``vllm_options`` passed to it; its vLLM engine
     comes from :func:`autojudge.core.backends.open_vllm` unless ``vllm_options["engine"]``); the labels
     and ``meta.json`` are the same as with ``"transformers"``, each prompt records its backend.
@@ -89,6 +96,10 @@ def mine_task(
         if i not in done and (shard is None or i % shard[1] == shard[0])
     ]
     check_backend(backend)
+    if driver not in DRIVERS:
+        raise ValueError(f"unknown mining driver {driver!r}; use one of {', '.join(DRIVERS)}")
+    if config.naive or config.inflight == 1:
+        driver = "sequential"
     counter = _LabelCounter()
     args = (task, pair.target.model, pair.draft.model, pair.tokenizer, config)
     closer = None
@@ -99,7 +110,11 @@ def mine_task(
         opts.setdefault("dtype", str(pair.target.dtype).replace("torch.", ""))
         vminer = VLLMMiner(*args, **opts)
         results, closer = vminer.mine_many(todo), vminer.close
-    elif config.inflight > 1:
+    elif driver == "batched":
+        from autojudge.core.mining.batched import BatchedMiner
+
+        results = BatchedMiner(*args, on_event=lambda kind, i: counter.event(kind, i)).mine_many(todo)
+    elif driver == "pipelined":
         results = PipelinedMiner(*args, on_event=lambda kind, i: counter.event(kind, i)).mine_many(todo)
     else:
         miner = Miner(*args)

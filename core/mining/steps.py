@@ -89,12 +89,28 @@ class MiningConfig:
     rollout_k: int = 32  # longest lookup proposal in rollouts (lookup proposals start at 8 tokens)
     lookup_max_ngram: int = 3
     max_mismatches: int | None = None  # stop a prompt after this many labels (None: all)
+    #: extra tokens a rollout may generate beyond ``max_new_tokens`` in total (a swap may lengthen the
+    #: response; a rollout cut by the budget is not evidence that the swap matters); ``None``: ``max_new_tokens // 2``
+    rollout_headroom: int | None = None
     naive: bool = False  # the reference algorithm: rollouts regenerated from scratch
     inflight: int = 4  # prompts in flight (PipelinedMiner / VLLMMiner); 1 = one prompt at a time
 
+    @property
+    def headroom(self) -> int:
+        """Tokens a rollout may run past ``max_new_tokens`` (see ``rollout_headroom``)."""
+        return self.max_new_tokens // 2 if self.rollout_headroom is None else self.rollout_headroom
+
+    def rollout_budget(self, position: int) -> int:
+        """New tokens a rollout swapped in at response ``position`` may generate."""
+        return max(self.max_new_tokens + self.headroom - (position + 1), 1)
+
     def label_settings(self) -> dict[str, Any]:
         """The settings that determine labels (speed-only settings excluded)."""
-        return {"max_new_tokens": self.max_new_tokens, "max_mismatches": self.max_mismatches}
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "max_mismatches": self.max_mismatches,
+            "rollout_headroom": self.headroom,
+        }
 
 
 @dataclass
@@ -113,11 +129,21 @@ class MismatchRecord:
     rollout_target_tokens: int
     #: why the equivalence check failed (sandbox, judge endpoint, crash), else None; the label is then 1
     check_error: str | None = None
+    #: how the rollout ended: "eos", "stop" or "length" (``length``: cut by the token budget, see ``truncated``)
+    finish_alternative: str = ""
+    #: the alternative response from the swapped token on (audit text; middle elided past AUDIT_CHARS)
+    alternative_text: str = ""
     features: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        """The rollout hit its token budget: its answer (or lack of one) says little about the swap."""
+        return self.finish_alternative == "length"
 
     def row(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("features")
+        d["truncated"] = self.truncated
         return d
 
 
@@ -135,8 +161,9 @@ class PromptResult:
     target_tokens: int = 0  # tokens fed to the target, all stages
     rollouts: int = 0
     seconds: float = 0.0  # start to finish (with several prompts in flight, includes waiting for the others)
-    # what ran the rollouts ("transformers" or "vllm"); labels do not depend on it
+    # what ran the rollouts ("transformers", "batched" or "vllm"); labels do not depend on it
     backend: str = "transformers"
+    finish_reason: str = ""  # how the original response ended ("eos", "stop", "length")
 
     def summary_row(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "records"}
@@ -188,6 +215,18 @@ class CheckRequest:
 class CheckResult:
     correct: bool
     outcome: CheckOutcome | None = None  # the equivalence check's outcome (``equivalence`` requests)
+
+
+#: characters of an alternative response kept for audit (head and tail; the middle is elided)
+AUDIT_CHARS = 1200
+
+
+def audit_text(text: str, limit: int = AUDIT_CHARS) -> str:
+    """``text`` when short, else its first and last ``limit // 2`` characters around an elision mark."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} [... {len(text) - 2 * half} chars ...] {text[-half:]}"
 
 
 MiningSteps = Generator[RolloutRequest | CheckRequest, Rollout | CheckResult, PromptResult]
@@ -356,7 +395,7 @@ class Miner:
         a = task.extract_answer(y_text)
         result = PromptResult(
             prompt_id=example.id, index=index, response=y_text, answer=a, correct=None, records=[], final_response=y_text,
-            backend=self.backend,
+            backend=self.backend, finish_reason=first.finish_reason,
         )  # fmt: skip
         if a is None:
             result.skipped = "original response has no answer"
@@ -382,7 +421,7 @@ class Miner:
                 break
             d_tok, t_tok = argmax[t - argmax_from], y[t]
             alt_prompt = x + y[:t] + [d_tok]
-            budget = max(cfg.max_new_tokens - (t + 1), 1)
+            budget = cfg.rollout_budget(t)
             roll: Rollout = yield RolloutRequest(alt_prompt, budget, reference=y, start=t + 1)
             forwards += roll.target_forwards
             tokens += roll.target_tokens
@@ -411,6 +450,10 @@ class Miner:
                     rollout_target_forwards=roll.target_forwards,
                     rollout_target_tokens=roll.target_tokens,
                     check_error=outcome.error if outcome is not None else None,
+                    finish_alternative=roll.finish_reason,
+                    alternative_text=audit_text(
+                        self._text([d_tok, *roll.tokens], stopped=roll.finish_reason == "stop")
+                    ),
                     features=feats,
                 )
             )
@@ -423,6 +466,21 @@ class Miner:
         result.target_forwards, result.target_tokens = forwards, tokens
         result.seconds = time.perf_counter() - t_start
         return result
+
+
+class FeatureMiner(Miner):
+    """A miner whose rollouts run elsewhere (a batched or vLLM rollout backend): its target runner
+    computes features (and prefills for that backend) only, so it keeps its own cache instead of forking."""
+
+    def __init__(self, *args: Any, backend: str, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.backend = backend
+        self.generates = False
+
+    def rollout(self, req: RolloutRequest) -> Rollout:
+        raise RuntimeError(
+            f"rollouts of a {self.backend} miner run in its rollout backend, not on this miner"
+        )
 
 
 def stack_features(records: Sequence[MismatchRecord]) -> dict[str, torch.Tensor]:

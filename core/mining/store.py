@@ -29,7 +29,9 @@ read). Gaps in the numbering are not errors (sharded runs and skipped prompts).
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterable, Sequence
@@ -82,7 +84,8 @@ class MinedArrays:
     ``[N]`` int8 (1 = important); ``prompt_ids`` ``[N]`` (str) groups rows by prompt;
     ``positions`` ``[N]`` int64 (``-1`` when a row has none); ``draft_rank`` is the
     optional ``[N]`` int32 rank of the draft token in the target's logits (``None``
-    when a shard lacks it); ``shards`` the shard names read.
+    when a shard lacks it); ``shards`` the shard names read; ``truncated`` ``[N]`` bool
+    marks rows whose rollout hit its token budget (False for rows mined before the flag existed).
     """
 
     meta: dict[str, Any]
@@ -92,10 +95,27 @@ class MinedArrays:
     positions: np.ndarray
     draft_rank: np.ndarray | None = None
     shards: list[str] = field(default_factory=list)
+    truncated: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return int(self.labels.shape[0])
+
+    def without_truncated(self) -> tuple[MinedArrays, int]:
+        """These arrays minus the truncated rows, and how many were dropped."""
+        if self.truncated is None or not self.truncated.any():
+            return self, 0
+        keep = ~self.truncated
+        out = copy.copy(self)
+        out.features = {b: v[keep] for b, v in self.features.items()}
+        out.labels, out.prompt_ids, out.positions = (
+            self.labels[keep],
+            self.prompt_ids[keep],
+            self.positions[keep],
+        )
+        out.draft_rank = None if self.draft_rank is None else self.draft_rank[keep]
+        out.truncated = self.truncated[keep]
+        return out, int((~keep).sum())
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -289,9 +309,11 @@ class MinedStore:
         n = label.shape[0]
         if not np.isin(label, (0, 1)).all():
             raise MinedDataError(f"{path}: 'label' must hold only 0 and 1")
-        for b, x in feats.items():
+        for b, x in list(feats.items()):
+            if x.dtype == np.float16:  # a packed shard (MinedStore.pack): read as float32
+                x = feats[b] = x.astype(np.float32)
             if x.dtype != np.float32:
-                raise MinedDataError(f"{path}: {b!r} must be float32, got {x.dtype}")
+                raise MinedDataError(f"{path}: {b!r} must be float32 (or float16, packed), got {x.dtype}")
             if x.shape != (n, dims[b]):
                 raise MinedDataError(
                     f"{path}: {b!r} has shape {list(x.shape)}, expected {[n, dims[b]]} (meta.json)"
@@ -328,7 +350,7 @@ class MinedStore:
         dims = feature_dims(meta, self.meta_path)
         stems = self.complete_shards(skip_incomplete=skip_incomplete)
         parts: dict[str, list[np.ndarray]] = {b: [] for b in blocks}
-        labels, ranks, pids, positions = [], [], [], []
+        labels, ranks, pids, positions, truncated = [], [], [], [], []
         for stem in stems:
             feats, label, rank, rows = self.read_shard(stem, blocks, dims)
             for b in blocks:
@@ -337,6 +359,7 @@ class MinedStore:
             ranks.append(rank)
             pids.extend(str(r["prompt_id"]) for r in rows)
             positions.extend(int(r.get("position", -1)) for r in rows)
+            truncated.extend(bool(r.get("truncated", False)) for r in rows)
         if sum(len(x) for x in labels) == 0:
             raise MinedDataError(f"{self.root}: the shards hold no labelled mismatches")
         return MinedArrays(
@@ -347,7 +370,45 @@ class MinedStore:
             positions=np.array(positions, dtype=np.int64),
             draft_rank=np.concatenate(ranks) if all(r is not None for r in ranks) else None,
             shards=[s.name for s in stems],
+            truncated=np.array(truncated, dtype=bool),
         )
+
+    # -- packing --------------------------------------------------------------------------
+    def pack(self, blocks: Sequence[str] = ("dt", "tt", "dd")) -> dict[str, int]:
+        """Rewrite the finished shards' hidden-state ``blocks`` as float16 (half the bytes), atomically per file.
+
+        For mined data kept in a repository. Readers convert back to float32; a block whose values
+        do not fit float16 (|x| > 65000) stays float32. Returns ``{"shards": n, "bytes_before": ..,
+        "bytes_after": ..}``. ``x`` and ``draft_rank`` are never converted.
+        """
+        from safetensors.numpy import load_file, save_file
+
+        before = after = n = 0
+        for stem in self.complete_shards():
+            path = stem.with_suffix(".safetensors")
+            before += path.stat().st_size
+            try:
+                tensors = load_file(str(path))
+            except Exception as e:
+                raise MinedDataError(f"{path}: corrupt or unreadable safetensors file ({e})") from e
+            changed = False
+            for b in blocks:
+                x = tensors.get(b)
+                if (
+                    x is not None
+                    and x.dtype == np.float32
+                    and np.isfinite(x).all()
+                    and np.abs(x).max(initial=0) <= 65000
+                ):
+                    tensors[b] = x.astype(np.float16)
+                    changed = True
+            if changed:
+                tmp = path.with_name("." + path.name + ".pack.tmp")
+                save_file(tensors, str(tmp))
+                os.replace(tmp, path)
+                n += 1
+            after += path.stat().st_size
+        return {"shards": n, "bytes_before": before, "bytes_after": after}
 
     # -- summary ------------------------------------------------------------------------
     def summary(self, *, seconds: float | None = None, seconds_partial: bool | None = None) -> dict[str, Any]:
@@ -366,6 +427,10 @@ class MinedStore:
         mined = [p for p in prompts if not p.get("skipped")]
         n_labels = len(labels)
         n_imp = sum(r["label"] for r in labels)
+        # rows mined before the audit fields existed carry no finish reason: counted as unknown
+        n_trunc = sum(bool(r.get("truncated")) for r in labels)
+        n_unknown = sum("truncated" not in r for r in labels)
+        n_imp_no_answer = sum(r["label"] == 1 and r.get("answer_alternative") is None for r in labels)
         fwd = sum(p["target_forwards"] for p in prompts)
         orig_ok = sum(bool(p["correct"]) for p in mined)
         alt_ok = sum(bool(r["correct_alternative"]) for r in labels)
@@ -375,6 +440,9 @@ class MinedStore:
             "labels": n_labels,
             "important": n_imp,
             "important_fraction": n_imp / n_labels if n_labels else 0.0,
+            "truncated": n_trunc,  # rollouts cut by their token budget (flagged; excluded from training)
+            "truncated_unknown": n_unknown,  # rows without a finish reason (mined by an older version)
+            "important_without_answer": n_imp_no_answer,  # important because the rollout gave no answer
             "mismatches_per_prompt": n_labels / len(mined) if mined else 0.0,
             "answer_agreement": 1 - n_imp / n_labels if n_labels else 0.0,
             "original_correct_fraction": orig_ok / len(mined) if mined else 0.0,

@@ -46,7 +46,7 @@ import torch
 
 from autojudge.core.engine import StopChecker, default_eos_ids
 from autojudge.core.mining.pipelined import EventHook, PipelinedMiner, Slot
-from autojudge.core.mining.steps import Miner, MiningConfig, Rollout, RolloutRequest
+from autojudge.core.mining.steps import FeatureMiner, MiningConfig, Rollout, RolloutRequest
 from autojudge.core.task import Task
 
 
@@ -115,19 +115,6 @@ class VLLMRollouts:
         return [r for r in results if r is not None]
 
 
-class _FeatureMiner(Miner):
-    """A miner whose rollouts run elsewhere: its target runner computes features only."""
-
-    backend = "vllm"
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.generates = False
-
-    def rollout(self, req: RolloutRequest) -> Rollout:
-        raise RuntimeError("rollouts of a vLLM miner run on vLLM (VLLMRollouts)")
-
-
 class VLLMMiner(PipelinedMiner):
     """Algorithm 1 with rollouts on vLLM; ``config.inflight`` prompts batched per round.
 
@@ -175,7 +162,7 @@ class VLLMMiner(PipelinedMiner):
         )
         super().__init__(
             task, target, draft, tokenizer, config, rollouts=rollouts, on_event=on_event,
-            miner_factory=lambda: _FeatureMiner(task, target, draft, tokenizer, config),
+            miner_factory=lambda: FeatureMiner(task, target, draft, tokenizer, config, backend="vllm"),
         )  # fmt: skip
 
     def close(self) -> None:

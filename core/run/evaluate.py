@@ -541,6 +541,46 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b and not math.isnan(b) and b > 0 else None
 
 
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """95% Wilson score interval of a proportion ``k / n`` (None for ``n = 0``)."""
+    if n <= 0:
+        return None
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def paired_change(mine: Sequence[bool], ref: Sequence[bool], z: float = 1.959964) -> dict[str, Any]:
+    """Paired accuracy change of one mode against the reference on the same problems.
+
+    ``gained``: problems wrong in the reference and right here; ``lost``: the reverse;
+    ``delta_points`` and its 95% interval (``ci95_points``, normal approximation of the
+    per-problem differences, which is what a paired comparison needs: the two modes'
+    own intervals overlap far more than their difference varies).
+    """
+    n = len(mine)
+    gained = sum(a and not b for a, b in zip(mine, ref, strict=True))
+    lost = sum(b and not a for a, b in zip(mine, ref, strict=True))
+    if n == 0:
+        return {"n": 0, "gained": 0, "lost": 0, "delta_points": None, "ci95_points": None}
+    d = [int(a) - int(b) for a, b in zip(mine, ref, strict=True)]
+    mean = sum(d) / n
+    var = sum((x - mean) ** 2 for x in d) / (n - 1) if n > 1 else 0.0
+    half = z * math.sqrt(var / n)
+    return {"n": n, "gained": gained, "lost": lost, "delta_points": 100 * mean,
+            "ci95_points": [100 * (mean - half), 100 * (mean + half)]}  # fmt: skip
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
 def aggregate_modes(
     rows_by_mode: Mapping[str, Sequence[Mapping[str, Any]]],
     modes: Sequence[ModeSpec],
@@ -556,8 +596,25 @@ def aggregate_modes(
     aggs = {m.name: {**m.describe(), **aggregate_rows(rows_by_mode[m.name])} for m in modes}
     ref, ll = aggs.get(reference), aggs.get(lossless)
     ref_answers = {r["prompt_id"]: r.get("answer") for r in rows_by_mode.get(reference, [])}
+    ref_rows = {r["prompt_id"]: r for r in rows_by_mode.get(reference, [])}
     for m in modes:
         a = aggs[m.name]
+        ci = wilson_interval(a["correct"], a["n"])
+        a["accuracy_ci95"] = list(ci) if ci is not None else None
+        paired = [r for r in rows_by_mode[m.name] if r["prompt_id"] in ref_rows]
+        if ref is not None:
+            a["paired_vs_ar"] = paired_change(
+                [bool(r["correct"]) for r in paired],
+                [bool(ref_rows[r["prompt_id"]]["correct"]) for r in paired],
+            )
+            # how far each output agrees with target-only's text: all of it (identical), or up to where
+            outs = [
+                (str(r.get("output", "")), str(ref_rows[r["prompt_id"]].get("output", ""))) for r in paired
+            ]
+            a["identical_output_vs_ar"] = sum(x == y for x, y in outs) / len(outs) if outs else None
+            a["common_prefix_vs_ar"] = (
+                sum(_common_prefix(x, y) / max(len(y), 1) for x, y in outs) / len(outs) if outs else None
+            )
         a["accuracy_delta_points"] = 100.0 * (a["accuracy"] - ref["accuracy"]) if ref else None
         a["speedup_vs_ar"] = _ratio(a["tokens_per_s"], ref["tokens_per_s"]) if ref else None
         a["speedup_vs_sd"] = _ratio(a["tokens_per_s"], ll["tokens_per_s"]) if ll else None

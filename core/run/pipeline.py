@@ -71,7 +71,13 @@ from autojudge.core.run.errors import PipelineError
 from autojudge.core.run.evaluate import EvalSettings, new_sitting, stable_hash
 from autojudge.core.run.progress import stage_message
 from autojudge.core.run.report import read_summary
-from autojudge.core.run.stages import DEFAULT_STAGES, Stage, mined_dir_problems, select_threshold
+from autojudge.core.run.stages import (
+    DEFAULT_STAGES,
+    Stage,
+    given_judge_path,
+    mined_dir_problems,
+    select_threshold,
+)
 
 STATE_FORMAT = "autojudge-run-state/1"
 #: the stage names in order (the keys of ``state.json``); the stages themselves: :data:`DEFAULT_STAGES`
@@ -110,6 +116,11 @@ class RunConfig:
     target_recall: float = 0.9
     max_mismatches: int | None = 3
     mined: Path | None = None  # an existing mined directory instead of the mine stage
+    # a trained judge instead of mining and training: a shipped judge's name (``aj judges list``) or an
+    # artifact path; its threshold is still chosen on the validation prompts
+    judge: str | None = None
+    # train on labels whose rollout hit the token budget too (default: left out, see docs/mining.md)
+    keep_truncated: bool = False
     data_dir: Path | None = None
     resume: bool = False
     progress: bool = True
@@ -129,6 +140,8 @@ class RunConfig:
             raise ValueError("thresholds must be in [0, 1]")
         if any(k < 1 for k in self.top_k):
             raise ValueError("top-K values must be >= 1")
+        if self.judge is not None and self.mined is not None:
+            raise ValueError("--judge skips mining and training: it cannot be combined with --mined")
         if self.max_accuracy_drop < 0:
             raise ValueError("max_accuracy_drop must be >= 0 (points)")
         check_backend(self.backend)
@@ -247,6 +260,13 @@ class Pipeline:
             problems = mined_dir_problems(self.task, Path(self.cfg.mined))
             if problems:
                 raise PipelineError(f"--mined {self.cfg.mined} cannot be used: " + "; ".join(problems))
+        if self.cfg.judge:
+            from autojudge.judges.artifact import JudgeArtifactError, read_judge_metadata
+
+            try:  # the name resolves and the file reads; the fingerprints are checked once the models load
+                read_judge_metadata(given_judge_path(self))
+            except JudgeArtifactError as e:
+                raise PipelineError(f"--judge {self.cfg.judge}: {e}") from None
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

@@ -160,17 +160,26 @@ def _speedup(a: Mapping[str, Any], vs: str) -> str:
 def markdown_table(summary: Mapping[str, Any]) -> str:
     """The trade-off table: one row per mode in ``mode_order``; ``†`` flags cross-sitting speed-ups."""
     head = (
-        "| mode | setting | accuracy % | Δ vs target-only (pts) | tokens/cycle | draft acc. rate | tokens/s "
-        "| speed-up vs AR | vs SD | judge-accepted |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| mode | setting | accuracy % [95% CI] | Δ vs target-only (pts) [95% CI] | flips +/- | same output as AR "
+        "| tokens/cycle | draft acc. rate | tokens/s | speed-up vs AR | vs SD | judge-accepted |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rec = summary.get("recommended_mode")
     rows = []
     for name in summary["mode_order"]:
         a = summary["modes"][name]
         label = f"**{name}** (recommended)" if name == rec else name
+        ci = a.get("accuracy_ci95")
+        ci_s = f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""
+        pc = a.get("paired_vs_ar") or {}
+        dci = pc.get("ci95_points")
+        dci_s = f" [{dci[0]:+.1f}, {dci[1]:+.1f}]" if dci and name != "ar" else ""
+        flips = f"+{pc['gained']}/-{pc['lost']}" if pc.get("n") and name != "ar" else "-"
+        same = a.get("identical_output_vs_ar")
+        same_s = f"{100 * same:.0f}%" if same is not None and name != "ar" else "-"
         rows.append(
-            f"| {label} | {setting_of(a)} | {_fmt(100 * a['accuracy'], '.1f')} ({a['correct']}/{a['n']}) "
-            f"| {_fmt(a.get('accuracy_delta_points'), '+.1f')} | {_fmt(a['mean_acceptance_length'])} "
+            f"| {label} | {setting_of(a)} | {_fmt(100 * a['accuracy'], '.1f')} ({a['correct']}/{a['n']}){ci_s} "
+            f"| {_fmt(a.get('accuracy_delta_points'), '+.1f')}{dci_s} | {flips} | {same_s} | {_fmt(a['mean_acceptance_length'])} "
             f"| {_fmt(a['draft_acceptance_rate'])} | {_fmt(a['tokens_per_s'])} | {_speedup(a, 'ar')} "
             f"| {_speedup(a, 'sd')} | {a['num_judge_accepted']} |"
         )
@@ -195,9 +204,15 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
         f"# autojudge run: {summary['task']}",
         "",
         f"- draft `{summary['draft']['id']}`, target `{summary['target']['id']}`, dtype {summary['dtype']}",
-        f"- mined {summary['mining'].get('prompts', '?')} prompts of the mining split "
-        f"({summary['mining'].get('labels', '?')} labelled mismatches, {summary['mining'].get('important', '?')} important); "
-        f"validation: {len(v['prompt_ids'])} held-out prompt(s) "
+        (
+            f"- judge labels: from the {summary['training']['source']} ({summary['training'].get('n_labels') or '?'} "
+            "labelled mismatches, mined before this run); nothing mined in this run; "
+            if summary["training"].get("source")
+            else f"- mined {summary['mining'].get('prompts', '?')} prompts of the mining split "
+            f"({summary['mining'].get('labels', '?')} labelled mismatches, {summary['mining'].get('important', '?')} important) "
+            "in this run; "
+        )
+        + f"validation: {len(v['prompt_ids'])} held-out prompt(s) "
         f"of the mining split; evaluation: {len(summary['eval_prompt_ids'])} prompts of `{summary['eval_split']}`",
         f"- k = {s['k']} draft tokens per cycle, max {s['max_new_tokens']} new tokens, greedy",
         _speed_line(summary),
@@ -302,6 +317,12 @@ def plot_tradeoff(summary: Mapping[str, Any], path: str | Path) -> Path:
         if len(pts) > (1 if "sd" in modes else 0):
             xs, ys, labels = zip(*pts, strict=True)
             line = ax.plot(xs, ys, style, label=name, alpha=0.85)[0]
+            fam = [a for a in modes.values() if a.get("kind") == kind and a.get("accuracy_ci95")]
+            if fam:  # 95% Wilson intervals of each point's accuracy
+                ax.errorbar([a["mean_acceptance_length"] for a in fam], [100 * a["accuracy"] for a in fam],
+                            yerr=[[100 * (a["accuracy"] - a["accuracy_ci95"][0]) for a in fam],
+                                  [100 * (a["accuracy_ci95"][1] - a["accuracy"]) for a in fam]],
+                            fmt="none", ecolor=line.get_color(), alpha=0.5, capsize=3)  # fmt: skip
             merged: dict[tuple[float, float], list[str]] = {}  # coinciding points share one label
             for x, y, lab in pts[1:] if "sd" in modes else pts:
                 merged.setdefault((round(x, 6), round(y, 6)), []).append(lab)
@@ -325,6 +346,11 @@ def plot_tradeoff(summary: Mapping[str, Any], path: str | Path) -> Path:
                 label=label,
                 zorder=5,
             )
+            if a.get("accuracy_ci95"):
+                lo_ci, hi_ci = a["accuracy_ci95"]
+                ax.errorbar([a["mean_acceptance_length"]], [100 * a["accuracy"]],
+                            yerr=[[100 * (a["accuracy"] - lo_ci)], [100 * (hi_ci - a["accuracy"])]],
+                            fmt="none", ecolor=color, alpha=0.5, capsize=3)  # fmt: skip
     rec = summary.get("recommended_mode")
     if rec in modes and rec not in ("ar", "sd"):
         a = modes[rec]
@@ -332,7 +358,7 @@ def plot_tradeoff(summary: Mapping[str, Any], path: str | Path) -> Path:
                 label=f"recommended ({rec})", zorder=6)  # fmt: skip
     n = next(iter(modes.values()))["n"] if modes else 0
     ax.set_xlabel("accepted tokens per cycle (mean_acceptance_length)")
-    ax.set_ylabel(f"accuracy % (n = {n})")
+    ax.set_ylabel(f"accuracy % (n = {n}; bars: 95% Wilson intervals)")
     ax.set_title(f"{summary['task']}: accuracy vs accepted tokens per cycle")
     ax.grid(alpha=0.3)
     ys = [100 * a["accuracy"] for a in modes.values()]

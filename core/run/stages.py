@@ -93,12 +93,16 @@ class MineStage(Stage):
 
     def inputs(self, p: Pipeline) -> dict[str, Any]:
         c = p.cfg
+        if c.judge:
+            return {**_common(p), "given_judge": judge_file_key(p)}
         if c.mined:
             return {**_common(p), "split": p.task.mining_split, "external": self._external_key(p)}
         return {**_common(p), "split": p.task.mining_split, "limit": c.mine_limit,
                 "max_new_tokens": c.max_new_tokens, "max_mismatches": c.max_mismatches}  # fmt: skip
 
     def outputs_ok(self, p: Pipeline) -> bool:
+        if p.cfg.judge:
+            return True
         store = MinedStore(p.mined_dir)
         if p.cfg.mined:
             return store.meta_path.is_file()
@@ -110,6 +114,8 @@ class MineStage(Stage):
         from autojudge.core.mining.steps import MiningConfig
 
         c = p.cfg
+        if c.judge:
+            return {"skipped": f"judge given (--judge {c.judge}): no mining in this run"}
         if c.mined:
             return self._check_external(p)
         store = MinedStore(p.mined_dir)
@@ -119,7 +125,18 @@ class MineStage(Stage):
                 f"{p.mined_dir} holds prompts beyond --mine-limit {c.mine_limit}; they would overlap the "
                 "validation prompts. Use the original --mine-limit or another --out."
             )
-        config = MiningConfig(max_new_tokens=c.max_new_tokens, draft_k=c.k, max_mismatches=c.max_mismatches)
+        from autojudge.core.mining.batched import default_inflight
+
+        # the batched driver: every prompt of the (small) mining set in flight, as memory allows
+        inflight = min(
+            default_inflight(p.pair.target.model, p.pair.draft.model, c.max_new_tokens), c.mine_limit
+        )
+        config = MiningConfig(
+            max_new_tokens=c.max_new_tokens,
+            draft_k=c.k,
+            max_mismatches=c.max_mismatches,
+            inflight=max(inflight, 1),
+        )
         try:
             # a finished mining of the same settings is extended (e.g. a larger --mine-limit), never redone
             summary = mine_task(
@@ -159,6 +176,29 @@ class MineStage(Stage):
         return {"summary": store.summary(), "external": str(p.mined_dir)}  # read only: never written to
 
 
+def given_judge_path(p: Pipeline) -> Path:
+    """The artifact ``--judge`` names (an existing file, else a shipped judge), or a PipelineError."""
+    from autojudge.judges.shipped import find_shipped
+
+    spec = str(p.cfg.judge)
+    if Path(spec).is_file():
+        return Path(spec)
+    shipped = find_shipped(spec)
+    if shipped is None:
+        from autojudge.judges.shipped import shipped_names
+
+        raise PipelineError(
+            f"--judge {spec!r} is neither a judge artifact file nor a shipped judge "
+            f"(shipped: {', '.join(shipped_names()) or 'none'}; `aj judges list`)"
+        )
+    return shipped.path
+
+
+def judge_file_key(p: Pipeline) -> dict[str, Any]:
+    path = given_judge_path(p)
+    return {"spec": str(p.cfg.judge), "sha256": file_sha256(path)}
+
+
 def mined_dir_problems(task: Any, mined_dir: Path) -> list[str]:
     """What makes ``--mined DIR`` unusable for ``task``, without the models (they are checked later).
 
@@ -195,7 +235,17 @@ class TrainStage(Stage):
     name = "train"
 
     def inputs(self, p: Pipeline) -> dict[str, Any]:
-        return {"mine": p.hashes["mine"], "features": p.cfg.features, "target_recall": p.cfg.target_recall}
+        if p.cfg.judge:
+            return {"mine": p.hashes["mine"], "given_judge": judge_file_key(p)}
+        keep = (
+            {"keep_truncated": True} if p.cfg.keep_truncated else {}
+        )  # absent by default: old caches stay valid
+        return {
+            "mine": p.hashes["mine"],
+            "features": p.cfg.features,
+            "target_recall": p.cfg.target_recall,
+            **keep,
+        }
 
     def outputs_ok(self, p: Pipeline) -> bool:
         return p.judge_path.is_file() != p.no_judge_path.is_file()
@@ -204,17 +254,26 @@ class TrainStage(Stage):
         from autojudge.judges.dataset import expand_feature_sets, load_mined, parse_feature_set
         from autojudge.judges.train import TrainConfig, single_class_reason, train_judges
 
-        sets = expand_feature_sets(p.cfg.features)
-        blocks = sorted({b for s in sets for b in parse_feature_set(s)} | {"x"})
         for stale in (p.judge_path, p.no_judge_path):
             stale.unlink(missing_ok=True)
+        if p.cfg.judge:
+            return self._given(p)
+        sets = expand_feature_sets(p.cfg.features)
+        blocks = sorted({b for s in sets for b in parse_feature_set(s)} | {"x"})
         if not MinedStore(p.mined_dir).label_rows():
             return self._no_judge(p, "mining found no draft/target mismatch to learn from")
         try:
             # an external directory may hold a prompt a running `aj mine` is writing: read finished ones only
-            data = load_mined(p.mined_dir, blocks, skip_incomplete=bool(p.cfg.mined))
+            data = load_mined(
+                p.mined_dir, blocks, skip_incomplete=bool(p.cfg.mined), keep_truncated=p.cfg.keep_truncated
+            )
         except MinedDataError as e:
             raise PipelineError(f"reading the mined data failed: {e}") from e
+        if data.n == 0:
+            return self._no_judge(
+                p,
+                f"all {data.excluded_truncated} labels were truncated rollouts (raise --max-new-tokens, or --keep-truncated)",
+            )
         reason = single_class_reason(data.labels)
         if reason is not None:
             return self._no_judge(p, reason)
@@ -233,7 +292,41 @@ class TrainStage(Stage):
         brief = result.brief()
         if brief.in_sample_note is not None:
             p.log(f"[yellow]judge: {brief.in_sample_note}[/]")
-        return brief.as_dict()
+        if data.excluded_truncated:
+            p.log(
+                f"judge: left out {data.excluded_truncated} truncated label(s) (rollouts cut by the token budget)"
+            )
+        return {**brief.as_dict(), "excluded_truncated": data.excluded_truncated}
+
+    @staticmethod
+    def _given(p: Pipeline) -> dict[str, Any]:
+        """``--judge``: check the artifact against this run's models and use it as the trained judge."""
+        import shutil
+
+        from autojudge.judges.artifact import JudgeArtifactError, load_judge, read_judge_metadata
+
+        src = given_judge_path(p)
+        try:
+            load_judge(
+                src,
+                target_fingerprint=p.pair.target.fingerprint(),
+                draft_fingerprint=p.pair.draft.fingerprint(),
+            )
+        except JudgeArtifactError as e:
+            raise PipelineError(f"--judge {p.cfg.judge}: {e}") from e
+        meta = read_judge_metadata(src)
+        if meta.get("task") not in (None, p.task.name):
+            p.log(
+                f"[yellow]judge: --judge {p.cfg.judge} was trained on task {meta.get('task')!r}, this run is {p.task.name!r}[/]"
+            )
+        shutil.copyfile(src, p.judge_path)
+        metrics, split = meta.get("metrics") or {}, (meta.get("metrics") or {}).get("split") or {}
+        n_labels = (split.get("n_train") or 0) + (split.get("n_val") or 0) or None
+        shipped = not Path(str(p.cfg.judge)).is_file()
+        return {"chosen": meta.get("feature_set"), "threshold": meta.get("threshold"), "val_auc": metrics.get("val_auc"),
+                "train_auc": metrics.get("train_auc"), "n_labels": n_labels, "split": split,
+                "source": f"shipped judge {p.cfg.judge!r}" if shipped else f"judge artifact {p.cfg.judge}",
+                "labels_from": "shipped" if shipped else "artifact", "task_trained": meta.get("task")}  # fmt: skip
 
     @staticmethod
     def _no_judge(p: Pipeline, reason: str) -> dict[str, Any]:
@@ -295,7 +388,10 @@ class SelectStage(DecodingStage):
 
     @staticmethod
     def val_offset(p: Pipeline) -> int:
-        """Index of the first validation prompt in the mining split: right after the mined ones."""
+        """Index of the first validation prompt in the mining split: right after the mined ones
+        (with ``--judge``: 0, and the prompts the judge's labels came from are left out, see :meth:`examples`)."""
+        if p.cfg.judge:
+            return 0
         if not p.cfg.mined:
             return p.cfg.mine_limit
         done = MinedStore(p.mined_dir).done_indices()
@@ -303,12 +399,34 @@ class SelectStage(DecodingStage):
 
     def examples(self, p: Pipeline) -> list[Any]:
         c, split = p.cfg, p.task.mining_split
+        if c.judge:
+            return self._examples_unseen_by_judge(p)
         offset = self.val_offset(p)
         rows = p.task.load(split, data_dir=c.data_dir, limit=offset + c.val_limit)
         val = rows[offset:]
         if not val:
             raise PipelineError(
                 f"the {split!r} split has {len(rows)} prompts: none left for validation after the {offset} mined ones"
+            )
+        return val
+
+    @staticmethod
+    def _examples_unseen_by_judge(p: Pipeline) -> list[Any]:
+        """``--judge``: the first ``val_limit`` prompts of the mining split the judge's labels did not come from
+        (the artifact records them); an artifact that records none: the split's last ``val_limit`` prompts."""
+        from autojudge.judges.artifact import read_judge_metadata
+
+        c, split = p.cfg, p.task.mining_split
+        seen = (read_judge_metadata(given_judge_path(p)).get("mined") or {}).get("prompt_ids")
+        rows = p.task.load(split, data_dir=c.data_dir)
+        val = (
+            rows[-c.val_limit :]
+            if seen is None
+            else [e for e in rows if e.id not in set(seen)][: c.val_limit]
+        )
+        if not val:
+            raise PipelineError(
+                f"the {split!r} split has no prompt left for validation that the judge was not trained on"
             )
         return val
 
@@ -476,7 +594,11 @@ class ReportStage(Stage):
             rows=rows,
             aggregates=aggregate_modes(rows, modes),
             selection=read_selection(p),
-            mining=record("mine").get("info", {}).get("summary") or MinedStore(p.mined_dir).summary(),
+            mining=(
+                {"skipped": True}
+                if p.cfg.judge
+                else record("mine").get("info", {}).get("summary") or MinedStore(p.mined_dir).summary()
+            ),  # fmt: skip
             training=record("train").get("info", {}),
             stages={
                 s: {k: v for k, v in record(s).items() if k in ("seconds", "finished", "hash")}

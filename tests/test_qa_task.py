@@ -316,9 +316,11 @@ def test_aj_run_task_qa_end_to_end(comparer_env, tmp_path):
     server = comparer_env(hashed_rule)
     save_tiny_pair(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # --keep-truncated: random tiny models rarely stop, so most rollouts hit the budget
     cmd = ["run", "--task", "qa", "--draft", str(tmp_path / "draft"), "--target", str(tmp_path / "target"),
            "--dtype", "float32", "--mine-limit", "4", "--val-limit", "1", "--eval-limit", "2", "--max-new-tokens", "24",
-           "--thresholds", "0.2", "--top-k", "4", "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+           "--thresholds", "0.2", "--top-k", "4", "--out", str(tmp_path / "run"), "--no-progress",
+           "--keep-truncated"]  # fmt: skip
     first = aj(*cmd, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -46,16 +46,11 @@ from bench_batched import cpu_info  # noqa: E402 - the same lscpu summary as the
 MINING_CONFIGS = ("sequential", "pipelined", "batched", "batched-int8", "vllm")
 
 
-def gemm_peak(hidden: int, intermediate: int, dtype: torch.dtype, rows: int = 64, reps: int = 10) -> float:
-    """GFLOP/s of ``F.linear`` at ``rows`` x hidden -> intermediate in ``dtype`` (this process's threads)."""
-    x = torch.randn(rows, hidden, dtype=dtype)
-    w = torch.randn(intermediate, hidden, dtype=dtype)
-    for _ in range(3):
-        torch.nn.functional.linear(x, w)
-    t = time.perf_counter()
-    for _ in range(reps):
-        torch.nn.functional.linear(x, w)
-    return 2 * rows * hidden * intermediate * reps / (time.perf_counter() - t) / 1e9
+def gemm_peak(hidden: int, intermediate: int, dtype: torch.dtype, rows: int = 64) -> float:
+    """GFLOP/s of ``F.linear`` at ``rows`` x hidden -> intermediate in ``dtype`` (``autojudge.core.machine``)."""
+    from autojudge.core.machine import gemm_gflops
+
+    return gemm_gflops(dtype, rows, shape=(hidden, intermediate), seconds=0.5)
 
 
 class PassMeter:

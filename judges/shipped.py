@@ -63,7 +63,8 @@ class ShippedJudge:
         }
 
 
-def _describe(name: str, path: Path) -> ShippedJudge:
+def describe_artifact(name: str, path: Path) -> ShippedJudge:
+    """What ``path``'s metadata records (any judge artifact; ``name`` is how it is called)."""
     meta = read_judge_metadata(path)
     metrics = meta.get("metrics") or {}
     split = metrics.get("split") or {}
@@ -88,7 +89,7 @@ def shipped_judges(directory: Path | None = None) -> list[ShippedJudge]:
     root = directory or shipped_dir()
     if not root.is_dir():
         return []
-    return [_describe(p.stem, p) for p in sorted(root.glob("*.safetensors")) if _NAME.match(p.stem)]
+    return [describe_artifact(p.stem, p) for p in sorted(root.glob("*.safetensors")) if _NAME.match(p.stem)]
 
 
 def find_shipped(name: str) -> ShippedJudge | None:
@@ -96,7 +97,7 @@ def find_shipped(name: str) -> ShippedJudge | None:
     if not _NAME.match(name):
         return None
     path = shipped_dir() / f"{name}.safetensors"
-    return _describe(name, path) if path.is_file() else None
+    return describe_artifact(name, path) if path.is_file() else None
 
 
 def shipped_names() -> list[str]:

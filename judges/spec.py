@@ -26,7 +26,7 @@ class JudgeSpecError(ValueError):
     """A ``--judge`` string names no usable judge (bad argument, no such file); the message says why."""
 
 
-def _artifact_path(spec: str) -> Path | None:
+def artifact_path(spec: str) -> Path | None:
     """The artifact ``spec`` names: an existing file, else a shipped judge's file; None for neither."""
     path = Path(spec)
     if path.is_file():
@@ -37,7 +37,7 @@ def _artifact_path(spec: str) -> Path | None:
     return shipped.path if shipped is not None else None
 
 
-def _unknown(spec: str) -> str:
+def unknown_judge_message(spec: str) -> str:
     from autojudge.judges.shipped import shipped_names
 
     names = shipped_names()
@@ -66,9 +66,9 @@ def check_judge_spec(spec: str, *, threshold: float | None = None) -> dict[str, 
         if threshold is not None:
             raise JudgeSpecError("--threshold applies to trained judge artifacts, not to baseline judges")
         return None
-    path = _artifact_path(spec)
+    path = artifact_path(spec)
     if path is None:
-        raise JudgeSpecError(_unknown(spec))
+        raise JudgeSpecError(unknown_judge_message(spec))
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise JudgeSpecError(f"--threshold must be in [0, 1], got {threshold}")
     from autojudge.judges.artifact import load_judge
@@ -105,9 +105,9 @@ def load_judge_spec(
         if threshold is not None:
             raise ValueError("--threshold applies to trained judge artifacts, not to baseline judges")
         return judge
-    path = _artifact_path(spec)
+    path = artifact_path(spec)
     if path is None:
-        raise FileNotFoundError(_unknown(spec))
+        raise FileNotFoundError(unknown_judge_message(spec))
     from autojudge.judges.artifact import load_judge
 
     judge, _meta = load_judge(

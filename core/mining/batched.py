@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -91,7 +91,6 @@ class _Row:
     prefill_hidden: torch.Tensor
     forwards: int = 1  # the admission prefill
     tokens: int = 0
-    proposed: list[int] = field(default_factory=list)
 
     @property
     def seq(self) -> list[int]:
@@ -162,8 +161,9 @@ class BatchedRollouts:
             drafter = RejoinDrafter(lookup, NullDrafter(), fallback_k=1, min_k=min(self.min_k, self.max_k),
                                     max_k=self.max_k)  # fmt: skip
         row = _Row(slot, req, stopper, drafter, [first], last.clone(), tokens=len(prompt) - n)
-        if stopper.check(row.out, 0) is not None:
-            self._finish(row)
+        done = stopper.check(row.out, 0)
+        if done is not None:
+            self._finish(row, done)
             return
         single = BatchedRunner(self.target_model)
         fork = runner.fork()
@@ -176,9 +176,8 @@ class BatchedRollouts:
         self.runner.merge(single)
         self.rows.append(row)
 
-    def _finish(self, row: _Row) -> None:
-        done = row.stopper.check(row.out, 0)
-        assert done is not None
+    def _finish(self, row: _Row, done: tuple[int, str]) -> None:
+        """Hand the row's rollout, cut where ``row.stopper`` said (``done``), to its prompt."""
         cut, reason = done
         tokens = row.out[:cut]
         self.finished.append(
@@ -250,8 +249,9 @@ class BatchedRollouts:
             r.forwards += 1
             r.tokens += m[b] + 1
             keep_len.append(seq_len[b] + a)
-            if r.stopper.check(r.out, start) is not None:
-                self._finish(r)
+            done = r.stopper.check(r.out, start)
+            if done is not None:
+                self._finish(r, done)
             else:
                 keep.append(b)
         self.runner.crop(torch.tensor(keep_len, dtype=torch.long, device=dev))

@@ -178,20 +178,17 @@ class MineStage(Stage):
 
 def given_judge_path(p: Pipeline) -> Path:
     """The artifact ``--judge`` names (an existing file, else a shipped judge), or a PipelineError."""
-    from autojudge.judges.shipped import find_shipped
+    from autojudge.judges.shipped import shipped_names
+    from autojudge.judges.spec import artifact_path
 
     spec = str(p.cfg.judge)
-    if Path(spec).is_file():
-        return Path(spec)
-    shipped = find_shipped(spec)
-    if shipped is None:
-        from autojudge.judges.shipped import shipped_names
-
+    path = artifact_path(spec)
+    if path is None:  # baselines are no judge to run without mining: the message names only what works here
         raise PipelineError(
             f"--judge {spec!r} is neither a judge artifact file nor a shipped judge "
             f"(shipped: {', '.join(shipped_names()) or 'none'}; `aj judges list`)"
         )
-    return shipped.path
+    return path
 
 
 def judge_file_key(p: Pipeline) -> dict[str, Any]:
@@ -303,7 +300,8 @@ class TrainStage(Stage):
         """``--judge``: check the artifact against this run's models and use it as the trained judge."""
         import shutil
 
-        from autojudge.judges.artifact import JudgeArtifactError, load_judge, read_judge_metadata
+        from autojudge.judges.artifact import JudgeArtifactError, load_judge
+        from autojudge.judges.shipped import describe_artifact
 
         src = given_judge_path(p)
         try:
@@ -314,19 +312,18 @@ class TrainStage(Stage):
             )
         except JudgeArtifactError as e:
             raise PipelineError(f"--judge {p.cfg.judge}: {e}") from e
-        meta = read_judge_metadata(src)
-        if meta.get("task") not in (None, p.task.name):
+        facts = describe_artifact(str(p.cfg.judge), src)
+        if facts.task not in (None, p.task.name):
             p.log(
-                f"[yellow]judge: --judge {p.cfg.judge} was trained on task {meta.get('task')!r}, this run is {p.task.name!r}[/]"
+                f"[yellow]judge: --judge {p.cfg.judge} was trained on task {facts.task!r}, this run is {p.task.name!r}[/]"
             )
         shutil.copyfile(src, p.judge_path)
-        metrics, split = meta.get("metrics") or {}, (meta.get("metrics") or {}).get("split") or {}
-        n_labels = (split.get("n_train") or 0) + (split.get("n_val") or 0) or None
+        metrics = facts.meta.get("metrics") or {}
         shipped = not Path(str(p.cfg.judge)).is_file()
-        return {"chosen": meta.get("feature_set"), "threshold": meta.get("threshold"), "val_auc": metrics.get("val_auc"),
-                "train_auc": metrics.get("train_auc"), "n_labels": n_labels, "split": split,
+        return {"chosen": facts.feature_set, "threshold": facts.threshold, "val_auc": facts.auc,
+                "train_auc": metrics.get("train_auc"), "n_labels": facts.labels, "split": metrics.get("split") or {},
                 "source": f"shipped judge {p.cfg.judge!r}" if shipped else f"judge artifact {p.cfg.judge}",
-                "labels_from": "shipped" if shipped else "artifact", "task_trained": meta.get("task")}  # fmt: skip
+                "labels_from": "shipped" if shipped else "artifact", "task_trained": facts.task}  # fmt: skip
 
     @staticmethod
     def _no_judge(p: Pipeline, reason: str) -> dict[str, Any]:

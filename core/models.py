@@ -448,10 +448,15 @@ def load_pair(
     dtype: str | torch.dtype | None = None,
     device: str = "cpu",
     quant: str | None = None,
+    draft_quant: str | None = None,
 ) -> ModelPair:
     """Load draft and target (any :func:`load_model` spec) after checking they are compatible.
 
-    ``quant`` (``"none"``/``"int8"``) applies to both models (see :func:`load_model`).
+    ``quant`` (``"none"``/``"int8"``) applies to both models (see :func:`load_model`);
+    ``draft_quant``, when given, to the draft instead. A quantized draft with a float target keeps
+    speculative decoding lossless (the target verifies every token in its own precision) and makes
+    the draft's 1-token steps cheaper: on CPU the lever that decides whether SD pays off
+    (docs/engine.md); acceptance may drop slightly.
 
     Tokenizers and configs are checked before any weights are loaded.
     """
@@ -460,7 +465,7 @@ def load_pair(
     d_tok, d_cfg = _load_tokenizer_and_config(d_src)
     t_tok, t_cfg = _load_tokenizer_and_config(t_src)
     check_pair_compatible(d_tok, t_tok, d_cfg, t_cfg)
-    d = _load_weights(draft, d_src, d_tok, torch_dtype, device, quant)
+    d = _load_weights(draft, d_src, d_tok, torch_dtype, device, quant if draft_quant is None else draft_quant)
     t = _load_weights(target, t_src, t_tok, torch_dtype, device, quant)
     return ModelPair(draft=d, target=t, tokenizer=t_tok)
 

@@ -72,3 +72,18 @@ def test_throughput_benchmark_smoke():
         assert row in out, out[-2000:]
     assert out.count("| yes |") == 2, out[-2000:]  # the in-flight drivers label like the sequential one
     assert "| sd, batch 1 (latency) |" in out
+
+
+def test_gpu_benchmark_runs_on_cpu_with_tiny_configs(tmp_path):
+    """bench_gpu.py is meant for one short call on a lent GPU: its every stage must already run here."""
+    import json
+
+    out = run_bench("bench_gpu.py", "--tiny", "--device", "cpu", "--dtype", "float32", "--tau-sd", '{"2": 1.5}',
+                    "--out", str(tmp_path / "gpu.json"))  # fmt: skip
+    assert "verify cost v(k)" in out and "| judge | 4 |" in out
+    res = json.loads((tmp_path / "gpu.json").read_text())
+    assert res["target_step_s"] > 0 and set(res["verify_cost_vs_k"]) == {"1", "2", "4"}
+    sd2 = next(p for p in res["predicted"] if p["mode"] == "sd" and p["k"] == 2)
+    assert sd2["speedup"] == 1.5 / sd2["break_even_tau"]
+    # the judged cycle uses a judge that accepts every draft token: full cycles
+    assert res["cycles"]["judge:4"]["tokens_per_cycle"] > 4

@@ -217,3 +217,21 @@ def test_decode_with_quant_int8_gives_sd_equal_to_ar(tmp_path):
     assert outs["sd"] == outs["ar"] and outs["ar"]
     res = CliRunner().invoke(build_cli(), [*base, "--backend", "vllm"])
     assert res.exit_code != 0 and "--quant int8" in res.output
+
+
+def test_int8_draft_with_float_target_stays_lossless(tmp_path):
+    """--draft-quant int8: only the draft is quantized; sd equals the FLOAT target's greedy output."""
+    draft, target = save_tiny_pair(tmp_path)
+    base = ["decode", "--draft", str(draft), "--target", str(target), "--prompt", "12+7=", "--raw",
+            "--dtype", "float32", "--max-new-tokens", "16", "--json"]  # fmt: skip
+    ar = CliRunner().invoke(build_cli(), [*base, "--mode", "ar"])
+    sd = CliRunner().invoke(build_cli(), [*base, "--mode", "sd", "--draft-quant", "int8"])
+    assert ar.exit_code == 0 and sd.exit_code == 0, (ar.output, sd.output, sd.exception)
+    assert json.loads(sd.stdout)["tokens"] == json.loads(ar.stdout)["tokens"]
+    from autojudge.core.models import load_pair
+
+    pair = load_pair(str(draft), str(target), dtype="float32", draft_quant="int8")
+    assert is_quantized(pair.draft.model) and not is_quantized(pair.target.model)
+    assert pair.draft.quant == "int8" and pair.target.quant == "none"
+    both = load_pair(str(draft), str(target), dtype="float32", quant="int8", draft_quant="none")
+    assert is_quantized(both.target.model) and not is_quantized(both.draft.model)

@@ -55,7 +55,7 @@ from autojudge.core.batched import PAD_ID, BatchedRunner
 from autojudge.core.drafters import LookupDrafter, NullDrafter, RejoinDrafter
 from autojudge.core.engine import StopChecker, default_eos_ids
 from autojudge.core.mining.pipelined import EventHook, PipelinedMiner, Slot
-from autojudge.core.mining.steps import FeatureMiner, MiningConfig, Rollout, RolloutRequest
+from autojudge.core.mining.steps import FeatureMiner, Journal, MiningConfig, Rollout, RolloutRequest
 from autojudge.core.runner import ModelRunner
 from autojudge.core.task import Task
 
@@ -356,6 +356,7 @@ class BatchedMiner(PipelinedMiner):
         config: MiningConfig,
         *,
         on_event: EventHook | None = None,
+        journal: Journal | None = None,
     ):
         if config.naive:
             raise ValueError("naive mining regenerates rollouts token by token: use the sequential driver")
@@ -369,6 +370,6 @@ class BatchedMiner(PipelinedMiner):
             lookup_max_ngram=config.lookup_max_ngram,
         )
         super().__init__(
-            task, target, draft, tokenizer, config, rollouts=rollouts, on_event=on_event,
+            task, target, draft, tokenizer, config, rollouts=rollouts, on_event=on_event, journal=journal,
             miner_factory=lambda: FeatureMiner(task, target, draft, tokenizer, config, backend="batched"),
         )  # fmt: skip

@@ -46,6 +46,7 @@ import torch
 from autojudge.core.mining.steps import (
     CheckRequest,
     CheckResult,
+    Journal,
     Miner,
     MiningConfig,
     MiningSteps,
@@ -154,6 +155,7 @@ class PipelinedMiner:
         rollouts: RolloutBackend | IncrementalRolloutBackend | None = None,
         on_event: EventHook | None = None,
         miner_factory: Callable[[], Miner] | None = None,
+        journal: Journal | None = None,
     ):
         if config.inflight < 1:
             raise ValueError(f"inflight must be >= 1, got {config.inflight}")
@@ -162,6 +164,8 @@ class PipelinedMiner:
         self.on_event = on_event
         make = miner_factory or (lambda: Miner(task, target, draft, tokenizer, config))
         self.slots = [Slot(make()) for _ in range(config.inflight)]
+        for slot in self.slots:  # every in-flight prompt saves its progress after each label
+            slot.miner.journal = journal
 
     def _event(self, kind: str, index: int) -> None:
         if self.on_event is not None:
@@ -233,6 +237,7 @@ class PipelinedMiner:
                     for slot, res in self.rollouts.step():  # type: ignore[union-attr]
                         self._event("rollout_end", slot.index)
                         advance(slot, res)
+                    self._event("step", -1)  # one batched pass done (a heartbeat for progress lines)
                 elif ready:
                     ready.sort(key=lambda job: job[0].index)
                     jobs, ready[:] = ready[: self.rollouts.max_batch], ready[self.rollouts.max_batch :]

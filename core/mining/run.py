@@ -101,6 +101,7 @@ def mine_task(
     if config.naive or config.inflight == 1:
         driver = "sequential"
     counter = _LabelCounter()
+    journal = store.journal()  # unfinished prompts save their labels as they come; resume continues them
     args = (task, pair.target.model, pair.draft.model, pair.tokenizer, config)
     closer = None
     if backend == "vllm":
@@ -108,16 +109,16 @@ def mine_task(
 
         opts = {"target_path": pair.target.path or pair.target.id, **(vllm_options or {})}
         opts.setdefault("dtype", str(pair.target.dtype).replace("torch.", ""))
-        vminer = VLLMMiner(*args, **opts)
+        vminer = VLLMMiner(*args, journal=journal, **opts)
         results, closer = vminer.mine_many(todo), vminer.close
     elif driver == "batched":
         from autojudge.core.mining.batched import BatchedMiner
 
-        results = BatchedMiner(*args, on_event=lambda kind, i: counter.event(kind, i)).mine_many(todo)
+        results = BatchedMiner(*args, on_event=counter.event, journal=journal).mine_many(todo)
     elif driver == "pipelined":
-        results = PipelinedMiner(*args, on_event=lambda kind, i: counter.event(kind, i)).mine_many(todo)
+        results = PipelinedMiner(*args, on_event=counter.event, journal=journal).mine_many(todo)
     else:
-        miner = Miner(*args)
+        miner = Miner(*args, journal=journal)
         results = (miner.mine(ex, index=i) for i, ex in todo)
     try:
         with (
@@ -148,17 +149,24 @@ class _LabelCounter:
         self.bar: ProgressLine | None = None
         self.prompts = self.labels = self.important = 0
         self.checks: dict[int, int] = {}  # checks returned per in-flight prompt
+        self.rollouts = 0  # rollouts running now
 
     def note(self) -> str:
         live = sum(max(0, n - 1) for n in self.checks.values())
         rate = f"{self.important / self.labels:.0%}" if self.labels else "-"
-        return f"labels {self.labels + live} | important {rate}"
+        return f"labels {self.labels + live} | important {rate} | {self.rollouts} rollouts running"
 
     def event(self, kind: str, index: int) -> None:
+        """Every driver event refreshes the line (plain lines are throttled, ``AJ_PROGRESS_EVERY``),
+        so a long first response or rollout still shows the run is alive."""
         if kind == "check_done":
             self.checks[index] = self.checks.get(index, 0) + 1
-            if self.checks[index] > 1 and self.bar is not None:
-                self.bar.update(self.prompts, note=self.note())
+        elif kind == "rollout_start":
+            self.rollouts += 1
+        elif kind == "rollout_end":
+            self.rollouts = max(0, self.rollouts - 1)
+        if self.bar is not None:
+            self.bar.update(self.prompts, note=self.note())
 
     def prompt_done(self, res: Any) -> None:
         self.checks.pop(res.index, None)

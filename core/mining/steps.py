@@ -67,8 +67,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
 
 import torch
 
@@ -170,6 +170,49 @@ class PromptResult:
         d["num_labels"] = len(self.records)
         d["num_important"] = sum(r.label for r in self.records)
         return d
+
+
+@dataclass
+class PromptProgress:
+    """Where one prompt's search stands after its latest label: enough to continue it exactly.
+
+    A :class:`Journal` saves it after every label and hands it back when the prompt is mined
+    again (``aj mine --resume``), so a run stopped mid-prompt loses at most the label being
+    decided. The original answer is not stored: it is re-extracted from ``response`` (answers
+    need not survive a JSON round trip).
+    """
+
+    index: int
+    prompt_id: str
+    response: str  # the original response's text
+    correct: bool | None  # the original answer against the reference
+    finish_reason: str  # how the original response ended
+    tokens: list[int]  # the current response ``y``: the original, or the latest adopted rollout
+    text: str  # its text
+    next_pos: int  # first response position not yet visited
+    records: list[MismatchRecord]
+    rollouts: int
+    target_forwards: int
+    target_tokens: int
+    seconds: float  # time spent on the prompt so far (all sessions)
+
+
+class Journal(Protocol):
+    """Keeps :class:`PromptProgress` of unfinished prompts (``MinedStore.journal`` is the one on disk)."""
+
+    def load(self, index: int, prompt_id: str) -> PromptProgress | None:
+        """The saved progress of prompt ``index`` (``None``: start it from the beginning)."""
+        ...
+
+    def save(self, progress: PromptProgress) -> None:
+        """Save ``progress`` (called after every label of an unfinished prompt)."""
+        ...
+
+
+def record_from_row(row: dict[str, Any], features: dict[str, torch.Tensor]) -> MismatchRecord:
+    """The inverse of :meth:`MismatchRecord.row` (``features`` given separately)."""
+    names = {f.name for f in fields(MismatchRecord)} - {"features"}
+    return MismatchRecord(**{k: v for k, v in row.items() if k in names}, features=features)
 
 
 @dataclass
@@ -280,8 +323,12 @@ class Miner:
         draft: torch.nn.Module,
         tokenizer: Any,
         config: MiningConfig,
+        *,
+        journal: Journal | None = None,
     ):
         self.task, self.tokenizer, self.config = task, tokenizer, config
+        #: saves each unfinished prompt's progress after every label, and resumes from it (None: no journal)
+        self.journal = journal
         self.engine = SpeculativeEngine(target, draft, tokenizer)
         self.draft_tf = ModelRunner(draft)  # teacher-forced draft passes
         self.fallback = DraftModelDrafter(draft, device=self.engine.device)
@@ -386,26 +433,35 @@ class Miner:
         t_start = time.perf_counter()
         task, cfg = self.task, self.config
         x = self.engine.encode(task.render_prompt(example, self.tokenizer))
-        forwards = tokens = 0
+        saved = self.journal.load(index, example.id) if self.journal is not None else None
+        if saved is not None:  # continue where an earlier run stopped (labels decided so far kept)
+            y, y_text = list(saved.tokens), saved.text
+            a = task.extract_answer(saved.response)
+            result = PromptResult(
+                prompt_id=example.id, index=index, response=saved.response, answer=a, correct=saved.correct,
+                records=list(saved.records), final_response=y_text, backend=self.backend,
+                finish_reason=saved.finish_reason, rollouts=saved.rollouts,
+            )  # fmt: skip
+            forwards, tokens, next_pos = saved.target_forwards, saved.target_tokens, saved.next_pos
+            t_start -= saved.seconds
+        else:
+            first: Rollout = yield RolloutRequest(x, max(cfg.max_new_tokens, 1))
+            forwards, tokens = first.target_forwards, first.target_tokens
+            y, y_text = list(first.tokens), first.text
+            a = task.extract_answer(y_text)
+            result = PromptResult(
+                prompt_id=example.id, index=index, response=y_text, answer=a, correct=None, records=[],
+                final_response=y_text, backend=self.backend, finish_reason=first.finish_reason,
+            )  # fmt: skip
+            if a is None:
+                result.skipped = "original response has no answer"
+                result.target_forwards, result.target_tokens = forwards, tokens
+                result.seconds = time.perf_counter() - t_start
+                return result
+            original: CheckResult = yield CheckRequest(example, a)
+            result.correct = original.correct
+            next_pos = 0  # first response position not yet visited
 
-        first: Rollout = yield RolloutRequest(x, max(cfg.max_new_tokens, 1))
-        forwards += first.target_forwards
-        tokens += first.target_tokens
-        y, y_text = list(first.tokens), first.text
-        a = task.extract_answer(y_text)
-        result = PromptResult(
-            prompt_id=example.id, index=index, response=y_text, answer=a, correct=None, records=[], final_response=y_text,
-            backend=self.backend, finish_reason=first.finish_reason,
-        )  # fmt: skip
-        if a is None:
-            result.skipped = "original response has no answer"
-            result.target_forwards, result.target_tokens = forwards, tokens
-            result.seconds = time.perf_counter() - t_start
-            return result
-        original: CheckResult = yield CheckRequest(example, a)
-        result.correct = original.correct
-
-        next_pos = 0  # first response position not yet visited
         argmax: list[int] = []
         argmax_from = None  # response position argmax[0] refers to
         while cfg.max_mismatches is None or len(result.records) < cfg.max_mismatches:
@@ -462,6 +518,15 @@ class Miner:
                 y, y_text = alt_tokens, alt_text
                 argmax_from = None
             next_pos = t + 1
+            if self.journal is not None:
+                self.journal.save(
+                    PromptProgress(
+                        index=index, prompt_id=example.id, response=result.response, correct=result.correct,
+                        finish_reason=result.finish_reason, tokens=list(y), text=y_text, next_pos=next_pos,
+                        records=list(result.records), rollouts=result.rollouts, target_forwards=forwards,
+                        target_tokens=tokens, seconds=time.perf_counter() - t_start,
+                    )
+                )  # fmt: skip
         result.final_response = y_text
         result.target_forwards, result.target_tokens = forwards, tokens
         result.seconds = time.perf_counter() - t_start

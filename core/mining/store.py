@@ -7,6 +7,8 @@ Layout (documented in ``docs/formats.md``; nothing else knows it)::
     DIR/shards/shard-NNNNNN.jsonl       one row per labelled mismatch, same order
     DIR/prompts/NNNNNN.json             prompt-level result, written LAST: the completion marker
     DIR/summary.json                    statistics, rewritten by :meth:`MinedStore.write_summary`
+    DIR/partial/NNNNNN.{safetensors,json}  an UNFINISHED prompt's labels so far and where its search
+                                        stands (:class:`PartialJournal`); deleted when it finishes
 
 ``NNNNNN`` is the prompt's index in the task split, so shards of separate runs
 (``--shard i/n``) never collide. Every file is written to a temporary name and
@@ -19,6 +21,11 @@ are an interrupted write: the writer deletes them on resume and mines the prompt
 again (nothing is lost, nothing duplicated); the reader refuses them, or skips them
 with ``skip_incomplete=True`` (a directory a running ``aj mine`` is writing). A
 finished prompt whose shard lacks one of its two files is damaged: always an error.
+
+**Unfinished** prompts keep their progress in ``partial/`` (rewritten after every label: tensors,
+then the JSON that names how many rows are valid), so ``--resume`` continues a prompt from its
+latest label instead of from scratch. Readers ignore ``partial/``: training data is the finished
+prompts only; ``summary.json`` counts the labels waiting there (``labels_unfinished``).
 
 Reading (:func:`read_mined`, :meth:`MinedStore.read_arrays`) validates everything
 against ``meta.json`` and returns plain numpy arrays (:class:`MinedArrays`).
@@ -45,7 +52,7 @@ from autojudge.core.files import atomic_save_tensors, atomic_write_bytes, atomic
 from autojudge.core.judge import EXTRAS
 
 if TYPE_CHECKING:  # the miner (transformers) is imported only to write: reading stays light
-    from autojudge.core.mining.steps import PromptResult
+    from autojudge.core.mining.steps import PromptProgress, PromptResult
 
 #: ``meta.json``'s ``format``: the only version this library writes and reads.
 MINED_FORMAT = "autojudge-mined/1"
@@ -145,6 +152,7 @@ class MinedStore:
         self.root = Path(root)
         self.shards = self.root / "shards"
         self.prompts = self.root / "prompts"
+        self.partial = self.root / "partial"
 
     # -- meta -------------------------------------------------------------------------
     @property
@@ -226,7 +234,16 @@ class MinedStore:
                     removed.append(p)
         for p in self.prompts.glob(".*") if self.prompts.is_dir() else []:
             p.unlink()
+        for p in self.partial.iterdir() if self.partial.is_dir() else []:
+            stem = p.name.split(".")[0]
+            if p.name.startswith(".") or (stem.isdigit() and int(stem) in done):
+                p.unlink()  # temporary files, and progress of prompts that finished after it was saved
+                removed.append(p)
         return removed
+
+    def journal(self) -> PartialJournal:
+        """The journal of this directory's unfinished prompts (see :class:`PartialJournal`)."""
+        return PartialJournal(self.partial)
 
     # -- writing ------------------------------------------------------------------------
     def write_prompt(self, result: PromptResult) -> None:
@@ -240,6 +257,7 @@ class MinedStore:
             rows = "".join(json.dumps(r.row(), default=str) + "\n" for r in result.records)
             atomic_write_bytes(self.shards / f"{name}.jsonl", rows.encode())
         atomic_write_json(self.marker_path(result.index), result.summary_row())
+        self.journal().discard(result.index)
 
     # -- reading ------------------------------------------------------------------------
     def prompt_rows(self) -> list[dict[str, Any]]:
@@ -452,6 +470,8 @@ class MinedStore:
             "target_tokens": sum(p["target_tokens"] for p in prompts),
             "seconds": None if seconds is None else round(seconds, 3),
             "seconds_partial": bool(seconds_partial) if seconds is not None else None,
+            # labels already decided in prompts still unfinished (``partial/``; not training data yet)
+            **self.journal().counts(),
             "prompt_seconds_summed": sum(p["seconds"] for p in prompts),
             "seconds_per_prompt": (sum(p["seconds"] for p in prompts) / len(prompts)) if prompts else 0.0,
         }
@@ -501,6 +521,93 @@ class MinedStore:
             s = self.summary(seconds=seconds, seconds_partial=partial)
         atomic_write_json(self.summary_path, s)
         return s
+
+
+class PartialJournal:
+    """Progress of unfinished prompts on disk: ``DIR/partial/NNNNNN.safetensors`` and ``.json``.
+
+    :meth:`save` rewrites both after every label (tensors first, then the JSON naming how many
+    rows are valid, each atomically), so a run killed at any point leaves a consistent state: at
+    worst the tensors hold one row more than the JSON counts, which :meth:`load` ignores. A file
+    that does not parse, or belongs to another prompt, is reported and set aside
+    (``NNNNNN.json.bad``) and the prompt starts over: nothing is lost that could be trusted.
+    """
+
+    FORMAT = "autojudge-partial/1"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _paths(self, index: int) -> tuple[Path, Path]:
+        return self.root / f"{index:06d}.json", self.root / f"{index:06d}.safetensors"
+
+    def save(self, progress: PromptProgress) -> None:
+        from autojudge.core.mining.steps import stack_features
+
+        state_path, tensor_path = self._paths(progress.index)
+        if progress.records:
+            atomic_save_tensors(tensor_path, stack_features(progress.records))
+        state = {
+            "format": self.FORMAT,
+            **{k: getattr(progress, k) for k in _PROGRESS_FIELDS},
+            "rows": [r.row() for r in progress.records],
+        }
+        atomic_write_bytes(state_path, (json.dumps(state, default=str) + "\n").encode())
+
+    def load(self, index: int, prompt_id: str) -> PromptProgress | None:
+        import warnings
+
+        from safetensors.torch import load_file
+
+        from autojudge.core.mining.steps import PromptProgress, record_from_row
+
+        state_path, tensor_path = self._paths(index)
+        if not state_path.is_file():
+            return None
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            if state.get("format") != self.FORMAT or state.get("prompt_id") != prompt_id:
+                raise ValueError(f"not the progress of prompt {prompt_id!r} in format {self.FORMAT}")
+            rows = state["rows"]
+            tensors = load_file(str(tensor_path)) if rows else {}
+            if rows and any(t.shape[0] < len(rows) for t in tensors.values()):
+                raise ValueError(f"{tensor_path.name} holds fewer rows than the {len(rows)} labels saved")
+            records = [
+                record_from_row(row, {name: t[i] for name, t in tensors.items() if name != "label"})
+                for i, row in enumerate(rows)
+            ]
+            fields = {k: state[k] for k in _PROGRESS_FIELDS}
+        except Exception as e:  # corrupt JSON or tensors, a missing key: start the prompt over
+            warnings.warn(
+                f"{state_path}: unusable progress of an unfinished prompt ({e}); it is set aside as "
+                f"{state_path.name}.bad and the prompt is mined from the beginning",
+                stacklevel=2,
+            )
+            os.replace(state_path, state_path.with_name(state_path.name + ".bad"))
+            return None
+        return PromptProgress(**fields, records=records)
+
+    def discard(self, index: int) -> None:
+        for p in self._paths(index):
+            p.unlink(missing_ok=True)
+
+    def counts(self) -> dict[str, int]:
+        """``prompts_unfinished`` (with saved progress) and ``labels_unfinished`` (labels decided in them)."""
+        n_prompts = n_labels = 0
+        for p in sorted(self.root.glob("[0-9]*.json")) if self.root.is_dir() else []:
+            try:
+                n_labels += len(json.loads(p.read_text(encoding="utf-8"))["rows"])
+                n_prompts += 1
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return {"prompts_unfinished": n_prompts, "labels_unfinished": n_labels}
+
+
+#: the :class:`~autojudge.core.mining.steps.PromptProgress` fields saved besides its records
+_PROGRESS_FIELDS = (
+    "index", "prompt_id", "response", "correct", "finish_reason", "tokens", "text", "next_pos",
+    "rollouts", "target_forwards", "target_tokens", "seconds",
+)  # fmt: skip
 
 
 def read_mined(

@@ -46,7 +46,7 @@ import torch
 
 from autojudge.core.engine import StopChecker, default_eos_ids
 from autojudge.core.mining.pipelined import EventHook, PipelinedMiner, Slot
-from autojudge.core.mining.steps import FeatureMiner, MiningConfig, Rollout, RolloutRequest
+from autojudge.core.mining.steps import FeatureMiner, Journal, MiningConfig, Rollout, RolloutRequest
 from autojudge.core.task import Task
 
 
@@ -138,6 +138,7 @@ class VLLMMiner(PipelinedMiner):
         max_model_len: int = 4096,
         kv_cache_gib: float = 1.0,
         on_event: EventHook | None = None,
+        journal: Journal | None = None,
     ):
         if config.naive:
             raise ValueError("naive mining regenerates rollouts token by token: use the transformers backend")
@@ -161,7 +162,7 @@ class VLLMMiner(PipelinedMiner):
             engine.llm("ar"), tokenizer, task.stop_sequences, default_eos_ids(target, tokenizer)
         )
         super().__init__(
-            task, target, draft, tokenizer, config, rollouts=rollouts, on_event=on_event,
+            task, target, draft, tokenizer, config, rollouts=rollouts, on_event=on_event, journal=journal,
             miner_factory=lambda: FeatureMiner(task, target, draft, tokenizer, config, backend="vllm"),
         )  # fmt: skip
 

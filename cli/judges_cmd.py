@@ -64,11 +64,16 @@ def list_judges(as_json: bool) -> None:
 )
 @click.option("--keep-truncated", is_flag=True, help="Keep labels whose rollout hit its token budget.")
 @click.option(
+    "--include-unfinished",
+    is_flag=True,
+    help="Also use the final labels of prompts still being mined (partial/).",
+)
+@click.option(
     "--out", "out", type=click.Path(dir_okay=False), default=None, help="Write the study as JSON here."
 )
 def study(
     mined: str, feature_sets: str, folds: int, bootstrap: int, fractions: str, recall: float, seed: int,
-    skip_incomplete: bool, keep_truncated: bool, out: str | None,
+    skip_incomplete: bool, keep_truncated: bool, include_unfinished: bool, out: str | None,
 ) -> None:  # fmt: skip
     """How good a judge MINED buys: AUC per feature set (95% CI), accept rate at a recall, learning curve.
 
@@ -86,7 +91,8 @@ def study(
             feature_sets=sets, folds=folds, bootstrap=bootstrap,
             fractions=tuple(float(f) for f in fractions.split(",") if f.strip()), recall=recall, seed=seed,
         )  # fmt: skip
-        data = load_mined(mined, blocks, skip_incomplete=skip_incomplete, keep_truncated=keep_truncated)
+        data = load_mined(mined, blocks, skip_incomplete=skip_incomplete, keep_truncated=keep_truncated,
+                          include_unfinished=include_unfinished)  # fmt: skip
         result = study_judges(data, config)
     except (MinedDataError, ValueError) as e:
         raise click.ClickException(str(e)) from e

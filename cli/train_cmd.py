@@ -82,6 +82,11 @@ def _parse_grid(value: str) -> tuple[float, ...]:
     is_flag=True,
     help="Train on labels whose rollout hit the token budget too (left out by default).",
 )
+@click.option(
+    "--include-unfinished",
+    is_flag=True,
+    help="Also train on the labels already decided in prompts still being mined (partial/; each label is final).",
+)
 def train(
     data_dir: Path,
     features: str,
@@ -96,6 +101,7 @@ def train(
     patience: int,
     skip_incomplete: bool,
     keep_truncated: bool,
+    include_unfinished: bool,
 ) -> None:
     """Train the AutoJudge classifier and calibrate its threshold.
 
@@ -128,8 +134,9 @@ def train(
     try:
         with console.status(f"reading {data_dir}"):
             data = load_mined(
-                data_dir, sorted(blocks), skip_incomplete=skip_incomplete, keep_truncated=keep_truncated
-            )
+                data_dir, sorted(blocks), skip_incomplete=skip_incomplete, keep_truncated=keep_truncated,
+                include_unfinished=include_unfinished,
+            )  # fmt: skip
         if data.excluded_truncated:
             console.print(
                 f"left out {data.excluded_truncated} truncated label(s): their rollouts hit the token budget"

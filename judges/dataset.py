@@ -88,9 +88,11 @@ def load_mined(
     *,
     skip_incomplete: bool = False,
     keep_truncated: bool = False,
+    include_unfinished: bool = False,
 ) -> MinedData:
     """Load the ``blocks`` of every finished prompt of a mined directory (through the store).
 
+    ``include_unfinished`` adds the final labels of prompts still being mined (``partial/``).
     Rows whose rollout hit its token budget (``truncated``: the missing answer says nothing
     about the swap) are dropped unless ``keep_truncated``; ``excluded_truncated`` counts them.
 
@@ -98,7 +100,7 @@ def load_mined(
     :meth:`autojudge.core.mining.store.MinedStore.read_arrays`); shards of unfinished
     prompts are an error unless ``skip_incomplete``.
     """
-    arrays = read_mined(path, blocks, skip_incomplete=skip_incomplete)
+    arrays = read_mined(path, blocks, skip_incomplete=skip_incomplete, include_unfinished=include_unfinished)
     dropped = 0
     if not keep_truncated:
         arrays, dropped = arrays.without_truncated()

@@ -151,6 +151,7 @@ def study_judges(data: MinedData, config: StudyConfig = StudyConfig()) -> dict[s
         blocks = parse_feature_set(name)
         x = data.matrix(blocks)
         curve: dict[str, float | None] = {}
+        curve_skipped: dict[str, int] = {}
         row: dict[str, Any] = {"feature_set": "+".join(blocks), "dims": int(x.shape[1])}
         for frac in sorted(set(config.fractions) | {1.0}, reverse=True):
             p, skipped = out_of_fold(x, y, pids, folds, config.train, fraction=frac, seed=config.seed)
@@ -158,6 +159,7 @@ def study_judges(data: MinedData, config: StudyConfig = StudyConfig()) -> dict[s
             auc = _auc(y[ok], p[ok]) if ok.any() else float("nan")
             if frac in config.fractions:
                 curve[f"{frac:g}"] = None if np.isnan(auc) else auc
+                curve_skipped[f"{frac:g}"] = skipped
             if frac == 1.0:
                 row.update(
                     auc=auc,
@@ -169,6 +171,7 @@ def study_judges(data: MinedData, config: StudyConfig = StudyConfig()) -> dict[s
                     ),
                 )
         row["learning_curve"] = curve
+        row["learning_curve_folds_skipped"] = curve_skipped  # folds without both classes to train on
         rows.append(row)
     n_prompts = len(set(pids.tolist()))
     return {
@@ -211,6 +214,9 @@ def study_markdown(study: dict[str, Any]) -> str:
     for r in study["feature_sets"]:
         cells = [f"`{r['feature_set']}`", str(r["dims"]), num(r["auc"]), ci(r["auc_ci95"]),
                  num(r["accept_at_recall"]), ci(r["accept_ci95"])]  # fmt: skip
-        cells += [num(r["learning_curve"].get(f)) for f in fracs]
+        for f in fracs:  # a point from fewer folds (training prompts of one class) says so
+            skipped = r.get("learning_curve_folds_skipped", {}).get(f, 0)
+            cell = num(r["learning_curve"].get(f))
+            cells.append(f"{cell} ({study['folds'] - skipped}/{study['folds']} folds)" if skipped else cell)
         lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"

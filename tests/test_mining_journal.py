@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from test_mining import MAX_NEW, mined_content
 from test_mining_batched import assert_same_labels
 
 from autojudge.core.mining.run import mine_task
 from autojudge.core.mining.steps import Miner, MiningConfig
-from autojudge.core.mining.store import MinedStore
+from autojudge.core.mining.store import MinedStore, read_mined
 from autojudge.plugins.toy import ToyArithmeticTask
 
 LIMIT = 6
@@ -86,6 +87,11 @@ def test_mine_task_stopped_mid_prompt_then_resumed_equals_one_run(pair, tmp_path
     store = MinedStore(stopped)
     waiting = store.journal().counts()
     assert waiting["labels_unfinished"] >= 1, "no unfinished prompt kept its labels"
+    # the labels decided so far are final: training may use them before the prompts finish
+    finished = len(store.label_rows())
+    with_partial = read_mined(stopped, ("dt", "x"), include_unfinished=True)
+    assert with_partial.n == finished + waiting["labels_unfinished"]
+    assert any(name.startswith("partial/") for name in with_partial.shards)
     second = _CountingTask()
     summary = mine_task(second, pair, stopped, resume=True, **kw)
     # at most the check that was running in each in-flight prompt is repeated (not whole prompts)
@@ -129,3 +135,29 @@ def test_progress_of_another_prompt_is_not_used(pair, tmp_path):
         res = miner.mine(examples[other], other)
     ref = Miner(task, pair.target.model, pair.draft.model, pair.tokenizer, cfg).mine(examples[other], other)
     assert_same_labels(res, ref)
+
+
+def test_unfinished_labels_read_back_ignore_a_torn_extra_row(pair, tmp_path):
+    """A kill between the two writes leaves one tensor row the JSON does not count: it is not read."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = MiningConfig(max_new_tokens=MAX_NEW)
+    task = _CountingTask(stop_at=3)
+    store = MinedStore(tmp_path)
+    from autojudge.core.mining.run import mining_meta
+
+    store.open(mining_meta(task, "train", pair, cfg, None), resume=False)
+    examples = task.load("train", limit=LIMIT)
+    miner = Miner(task, pair.target.model, pair.draft.model, pair.tokenizer, cfg, journal=store.journal())
+    with pytest.raises(_Stop):
+        for i, ex in enumerate(examples):
+            store.write_prompt(miner.mine(ex, i))
+    state = next((tmp_path / "partial").glob("*.json"))
+    n = len(json.loads(state.read_text())["rows"])
+    tensors = load_file(state.with_suffix(".safetensors"))
+    torn = {
+        k: torch.cat([v, 1 - v[-1:] if k == "label" else v[-1:]]).contiguous() for k, v in tensors.items()
+    }
+    save_file(torn, state.with_suffix(".safetensors"))  # one row more, with the other label
+    data = read_mined(tmp_path, ("dt",), include_unfinished=True)
+    assert data.n == len(store.label_rows()) + n

@@ -306,54 +306,53 @@ class MinedStore:
         self, stem: Path, blocks: Sequence[str], dims: dict[str, int]
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None, list[dict[str, Any]]]:
         """``(features, label int8, draft_rank int32 or None, rows)`` of one shard, validated."""
-        from safetensors import safe_open
-
         path = stem.with_suffix(".safetensors")
-        try:
-            with safe_open(str(path), framework="numpy") as f:
-                names = set(f.keys())
-                missing = sorted((set(blocks) | {"label"}) - names)
-                if missing:
-                    raise MinedDataError(f"{path}: missing tensor(s) {missing}; present: {sorted(names)}")
-                label = f.get_tensor("label")
-                feats = {b: f.get_tensor(b) for b in blocks}
-                rank = f.get_tensor("draft_rank") if "draft_rank" in names else None
-        except MinedDataError:
-            raise
-        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
-            raise MinedDataError(f"{path}: corrupt or unreadable safetensors file ({e})") from e
-        if label.ndim != 1:
-            raise MinedDataError(f"{path}: 'label' must be 1-D, got shape {list(label.shape)}")
-        n = label.shape[0]
-        if not np.isin(label, (0, 1)).all():
-            raise MinedDataError(f"{path}: 'label' must hold only 0 and 1")
-        for b, x in list(feats.items()):
-            if x.dtype == np.float16:  # a packed shard (MinedStore.pack): read as float32
-                x = feats[b] = x.astype(np.float32)
-            if x.dtype != np.float32:
-                raise MinedDataError(f"{path}: {b!r} must be float32 (or float16, packed), got {x.dtype}")
-            if x.shape != (n, dims[b]):
-                raise MinedDataError(
-                    f"{path}: {b!r} has shape {list(x.shape)}, expected {[n, dims[b]]} (meta.json)"
-                )
-            if not np.isfinite(x).all():
-                raise MinedDataError(f"{path}: {b!r} holds NaN or inf values")
-        if rank is not None and (rank.shape != (n,) or rank.dtype.kind not in "iu"):
-            raise MinedDataError(
-                f"{path}: 'draft_rank' must be [N] integers, got {rank.dtype} {list(rank.shape)}"
+        feats, label, rank = _read_tensors(path, blocks)
+        return _validated(path, stem, feats, label, rank, _read_rows(stem.with_suffix(".jsonl")), dims)
+
+    def read_unfinished(
+        self, blocks: Sequence[str], dims: dict[str, int]
+    ) -> list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None, list[dict[str, Any]]]]:
+        """The labels of unfinished prompts (``partial/``), validated like shards, by index.
+
+        A progress file may hold one tensor row more than its JSON counts (a kill between the two
+        writes): the extra row is ignored. Files of prompts that have finished since are skipped
+        (their labels are in the shard).
+        """
+        done = self.done_indices()
+        out = []
+        for state_path in sorted(self.partial.glob("[0-9]*.json")) if self.partial.is_dir() else []:
+            if not state_path.stem.isdigit() or int(state_path.stem) in done:
+                continue
+            try:
+                rows = json.loads(state_path.read_text(encoding="utf-8"))["rows"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise MinedDataError(f"{state_path}: unreadable progress file ({e})") from e
+            if not rows:
+                continue
+            path = state_path.with_suffix(".safetensors")
+            feats, label, rank = _read_tensors(path, blocks)
+            n = len(rows)
+            feats, label, rank = (
+                {b: x[:n] for b, x in feats.items()},
+                label[:n],
+                None if rank is None else rank[:n],
             )
-        rows = _read_rows(stem.with_suffix(".jsonl"))
-        if len(rows) != n:
-            raise MinedDataError(f"{stem}: {n} tensor rows but {len(rows)} JSONL rows")
-        row_labels = np.array([int(r["label"]) for r in rows], dtype=np.int8)
-        if not np.array_equal(row_labels, label.astype(np.int8)):
-            raise MinedDataError(f"{stem}: labels in .jsonl and .safetensors disagree")
-        return feats, label.astype(np.int8), None if rank is None else rank.astype(np.int32), rows
+            out.append(_validated(path, state_path, feats, label, rank, rows, dims))
+        return out
 
     def read_arrays(
-        self, blocks: Sequence[str] = ("dt", "dd", "x"), *, skip_incomplete: bool = False
+        self,
+        blocks: Sequence[str] = ("dt", "dd", "x"),
+        *,
+        skip_incomplete: bool = False,
+        include_unfinished: bool = False,
     ) -> MinedArrays:
         """The ``blocks`` of every finished prompt's shard, validated against ``meta.json``.
+
+        ``include_unfinished`` adds the labels already decided in unfinished prompts
+        (``partial/``, :meth:`read_unfinished`): every such label is final, only the prompt's
+        later mismatches are missing (``aj mine`` still running, or stopped to resume later).
 
         Raises :class:`MinedDataError` naming the offending file for any problem: missing
         or malformed ``meta.json``, unsupported format version, unfinished or damaged
@@ -366,11 +365,16 @@ class MinedStore:
             raise ValueError(f"unknown block(s) {bad}; mined tensors: {list(FLOAT_BLOCKS)}")
         meta = self.read_meta()
         dims = feature_dims(meta, self.meta_path)
-        stems = self.complete_shards(skip_incomplete=skip_incomplete)
+        unfinished = self.read_unfinished(blocks, dims) if include_unfinished else []
+        try:
+            stems = self.complete_shards(skip_incomplete=skip_incomplete)
+        except MinedDataError:
+            if not unfinished:
+                raise
+            stems = []
         parts: dict[str, list[np.ndarray]] = {b: [] for b in blocks}
         labels, ranks, pids, positions, truncated = [], [], [], [], []
-        for stem in stems:
-            feats, label, rank, rows = self.read_shard(stem, blocks, dims)
+        for feats, label, rank, rows in [self.read_shard(stem, blocks, dims) for stem in stems] + unfinished:
             for b in blocks:
                 parts[b].append(feats[b])
             labels.append(label)
@@ -387,7 +391,7 @@ class MinedStore:
             prompt_ids=np.array(pids, dtype=object),
             positions=np.array(positions, dtype=np.int64),
             draft_rank=np.concatenate(ranks) if all(r is not None for r in ranks) else None,
-            shards=[s.name for s in stems],
+            shards=[s.name for s in stems] + [f"partial/{rows[0]['prompt_id']}" for *_, rows in unfinished],
             truncated=np.array(truncated, dtype=bool),
         )
 
@@ -523,6 +527,66 @@ class MinedStore:
         return s
 
 
+def _read_tensors(
+    path: Path, blocks: Sequence[str]
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    """``(features, label, draft_rank or None)`` of a safetensors file of mined rows."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            names = set(f.keys())
+            missing = sorted((set(blocks) | {"label"}) - names)
+            if missing:
+                raise MinedDataError(f"{path}: missing tensor(s) {missing}; present: {sorted(names)}")
+            label = f.get_tensor("label")
+            feats = {b: f.get_tensor(b) for b in blocks}
+            rank = f.get_tensor("draft_rank") if "draft_rank" in names else None
+    except MinedDataError:
+        raise
+    except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+        raise MinedDataError(f"{path}: corrupt or unreadable safetensors file ({e})") from e
+    return feats, label, rank
+
+
+def _validated(
+    path: Path,
+    stem: Path,
+    feats: dict[str, np.ndarray],
+    label: np.ndarray,
+    rank: np.ndarray | None,
+    rows: list[dict[str, Any]],
+    dims: dict[str, int],
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None, list[dict[str, Any]]]:
+    """Mined tensors checked against their ``rows`` and ``meta.json``'s dims (float16 read as float32)."""
+    if label.ndim != 1:
+        raise MinedDataError(f"{path}: 'label' must be 1-D, got shape {list(label.shape)}")
+    n = label.shape[0]
+    if not np.isin(label, (0, 1)).all():
+        raise MinedDataError(f"{path}: 'label' must hold only 0 and 1")
+    for b, x in list(feats.items()):
+        if x.dtype == np.float16:  # a packed shard (MinedStore.pack): read as float32
+            x = feats[b] = x.astype(np.float32)
+        if x.dtype != np.float32:
+            raise MinedDataError(f"{path}: {b!r} must be float32 (or float16, packed), got {x.dtype}")
+        if x.shape != (n, dims[b]):
+            raise MinedDataError(
+                f"{path}: {b!r} has shape {list(x.shape)}, expected {[n, dims[b]]} (meta.json)"
+            )
+        if not np.isfinite(x).all():
+            raise MinedDataError(f"{path}: {b!r} holds NaN or inf values")
+    if rank is not None and (rank.shape != (n,) or rank.dtype.kind not in "iu"):
+        raise MinedDataError(
+            f"{path}: 'draft_rank' must be [N] integers, got {rank.dtype} {list(rank.shape)}"
+        )
+    if len(rows) != n:
+        raise MinedDataError(f"{stem}: {n} tensor rows but {len(rows)} JSONL rows")
+    row_labels = np.array([int(r["label"]) for r in rows], dtype=np.int8)
+    if not np.array_equal(row_labels, label.astype(np.int8)):
+        raise MinedDataError(f"{stem}: labels in .jsonl and .safetensors disagree")
+    return feats, label.astype(np.int8), None if rank is None else rank.astype(np.int32), rows
+
+
 class PartialJournal:
     """Progress of unfinished prompts on disk: ``DIR/partial/NNNNNN.safetensors`` and ``.json``.
 
@@ -611,10 +675,16 @@ _PROGRESS_FIELDS = (
 
 
 def read_mined(
-    path: str | Path, blocks: Sequence[str] = ("dt", "dd", "x"), *, skip_incomplete: bool = False
+    path: str | Path,
+    blocks: Sequence[str] = ("dt", "dd", "x"),
+    *,
+    skip_incomplete: bool = False,
+    include_unfinished: bool = False,
 ) -> MinedArrays:
     """:meth:`MinedStore.read_arrays` of the mined directory ``path``."""
-    return MinedStore(path).read_arrays(blocks, skip_incomplete=skip_incomplete)
+    return MinedStore(path).read_arrays(
+        blocks, skip_incomplete=skip_incomplete, include_unfinished=include_unfinished
+    )
 
 
 def merge_stores(sources: Iterable[str | Path], out: str | Path) -> MinedStore:

@@ -161,6 +161,14 @@ def mine(
     config = MiningConfig(
         max_new_tokens=max_new_tokens, max_mismatches=max_mismatches, naive=naive, inflight=inflight
     )
+    import signal
+
+    def _stop(
+        signum: int, frame: object
+    ) -> None:  # SIGTERM stops like Ctrl-C: progress kept, summary written
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         summary = mine_task(
             task, pair, out, split=split, limit=limit, data_dir=data_dir, config=config,
@@ -170,6 +178,19 @@ def mine(
         if backend != "vllm":
             raise
         raise click.ClickException(str(e)) from e
+    except KeyboardInterrupt:
+        from autojudge.core.mining.store import MinedStore
+
+        s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        click.echo(
+            f"stopped: {s['prompts']} prompts finished ({s['labels']} labels); {s.get('labels_unfinished', 0)} "
+            f"labels of {s.get('prompts_unfinished', 0)} unfinished prompts kept in {MinedStore(out).partial}. "
+            "Continue with the same command and --resume.",
+            err=True,
+        )
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"mined data in {out}", err=True)
 

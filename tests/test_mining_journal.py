@@ -161,3 +161,36 @@ def test_unfinished_labels_read_back_ignore_a_torn_extra_row(pair, tmp_path):
     save_file(torn, state.with_suffix(".safetensors"))  # one row more, with the other label
     data = read_mined(tmp_path, ("dt",), include_unfinished=True)
     assert data.n == len(store.label_rows()) + n
+
+
+def test_sigterm_stops_aj_mine_keeping_progress_and_writing_the_summary(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import save_tiny_pair
+
+    save_tiny_pair(tmp_path)
+    out = tmp_path / "mined"
+    cmd = [
+        sys.executable, "-m", "autojudge.cli.main", "mine", "--task", "toy-arith",
+        "--draft", str(tmp_path / "draft"), "--target", str(tmp_path / "target"), "--dtype", "float32",
+        "--limit", "12", "--max-new-tokens", str(MAX_NEW), "--out", str(out), "--no-progress", "--inflight", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "prompts").is_dir() and len(list((out / "prompts").glob("*.json"))) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "mining finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped:" in err and "--resume" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["prompts"] == len(list((out / "prompts").glob("*.json"))) >= 2
+    assert summary["seconds"] > 0 and "labels_unfinished" in summary

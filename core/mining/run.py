@@ -4,8 +4,9 @@
 keeps only this process's share (``shard=(i, n)`` takes indices ``i mod n``),
 runs :class:`~autojudge.core.mining.steps.Miner` on the remaining prompts (several in
 flight, ``MiningConfig.inflight``; rollouts on vLLM with ``backend="vllm"``),
-writes each result atomically as soon as it is finished, shows progress
-(prompts, labels, important rate, ETA) and writes ``summary.json`` at the end.
+writes each result atomically as soon as it is finished (and each unfinished prompt's labels as
+they come, ``partial/``), shows progress (prompts, labels, important rate, ETA) and writes
+``summary.json`` at the end, also when stopped by ``KeyboardInterrupt`` (re-raised after).
 Prompts may finish out of index order; the store files each by its index, so
 ``resume`` still loses and repeats nothing.
 """
@@ -120,6 +121,7 @@ def mine_task(
     else:
         miner = Miner(*args, journal=journal)
         results = (miner.mine(ex, index=i) for i, ex in todo)
+    stopped: KeyboardInterrupt | None = None
     try:
         with (
             torch.inference_mode(),
@@ -129,12 +131,17 @@ def mine_task(
             for res in results:  # in completion order; the store files each prompt by index
                 store.write_prompt(res)
                 counter.prompt_done(res)
+    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM (aj mine): the summary still records this session
+        stopped = e
     finally:
         if hasattr(results, "close"):
             results.close()  # stops the in-flight prompts and the check thread
         if closer is not None:
             closer()
-    return store.write_summary(session_seconds=time.perf_counter() - t_start, prompts_before=len(done))
+    summary = store.write_summary(session_seconds=time.perf_counter() - t_start, prompts_before=len(done))
+    if stopped is not None:
+        raise stopped
+    return summary
 
 
 class _LabelCounter:

@@ -95,3 +95,22 @@ def test_aj_decode_prints_text_and_metrics():
     # draft == target: (nearly) every draft token matches
     assert res["metrics"]["draft_acceptance_rate"] >= 0.9
     assert res["metrics"]["num_output_tokens"] == len(res["tokens"])
+
+
+def test_the_shipped_gsm8k_judge_loads_by_name_on_the_default_pair():
+    """`--judge gsm8k` on the pair it was trained for: threshold 0 is target-only greedy (float32),
+    the calibrated threshold accepts some mismatching draft tokens and stays close to it."""
+    from autojudge.judges.spec import load_judge_spec
+
+    os.environ.pop("AJ_SHIPPED_JUDGES", None)
+    pair = load_pair("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", dtype="float32")
+    eng = SpeculativeEngine(pair.target.model, pair.draft.model, pair.tokenizer)
+    prompt = chat(pair.tokenizer, QUESTIONS[1])
+    ref = eng.generate(prompt, mode="ar", max_new_tokens=48)
+    never = load_judge_spec("gsm8k", target=pair.target, draft=pair.draft, threshold=0.0)
+    assert eng.generate(prompt, mode="judge", judge=never, k=5, max_new_tokens=48).tokens == ref.tokens
+    judge = load_judge_spec("gsm8k", target=pair.target, draft=pair.draft)
+    assert 0 < judge.threshold < 1
+    out = eng.generate(prompt, mode="judge", judge=judge, k=5, max_new_tokens=48)
+    assert out.metrics.num_judge_calls > 0
+    assert out.text.strip()

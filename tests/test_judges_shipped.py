@@ -86,3 +86,18 @@ def test_empty_folder(tmp_path: Path, monkeypatch) -> None:
     assert shipped_judges() == []
     res = CliRunner().invoke(cli, ["judges", "list"])
     assert res.exit_code == 0 and "no shipped judges" in res.output
+
+
+def test_the_package_ships_a_gsm8k_judge_for_the_default_pair(monkeypatch) -> None:
+    """The artifact committed in judges/shipped/: trained on the default pair's mined GSM8K labels."""
+    from autojudge.core import presets
+
+    monkeypatch.delenv("AJ_SHIPPED_JUDGES", raising=False)
+    by_name = {j.name: j for j in shipped_judges()}
+    j = by_name["gsm8k"]
+    assert j.task == "gsm8k" and j.labels is not None and j.labels >= 400
+    assert (j.draft, j.target) == (presets.DEFAULT_DRAFT, presets.DEFAULT_TARGET)
+    assert j.auc is not None and j.auc > 0.6  # held-out validation AUC recorded by aj train
+    assert 0 < j.threshold < 1
+    report = json.loads(j.path.with_suffix(".report.json").read_text())
+    assert report["chosen"] == j.feature_set and report["split"]["held_out"] is True

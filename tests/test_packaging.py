@@ -435,7 +435,10 @@ def test_built_dists_pass_twine_check_and_carry_the_sources(release: dict[str, P
         metadata = zf.read(next(n for n in files if n.endswith(".dist-info/METADATA"))).decode()
     assert "autojudge/core/engine.py" in files and "autojudge/__init__.py" not in files
     # the shipped judges travel in the wheel (package data), with their training reports
-    assert {"autojudge/judges/shipped/gsm8k.safetensors", "autojudge/judges/shipped/gsm8k.report.json"} <= files
+    assert {
+        "autojudge/judges/shipped/gsm8k.safetensors",
+        "autojudge/judges/shipped/gsm8k.report.json",
+    } <= files
     assert not [f for f in files if f.split("/")[0] in GENERIC], "generic top-level folders in the wheel"
     assert "Name: ajspec" in metadata and f"Version: {PYPROJECT['project']['version']}" in metadata
 

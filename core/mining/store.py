@@ -24,8 +24,9 @@ finished prompt whose shard lacks one of its two files is damaged: always an err
 
 **Unfinished** prompts keep their progress in ``partial/`` (rewritten after every label: tensors,
 then the JSON that names how many rows are valid), so ``--resume`` continues a prompt from its
-latest label instead of from scratch. Readers ignore ``partial/``: training data is the finished
-prompts only; ``summary.json`` counts the labels waiting there (``labels_unfinished``).
+latest label instead of from scratch. Readers ignore ``partial/`` unless asked
+(``include_unfinished``: each of those labels is final); ``summary.json`` counts the labels
+waiting there (``labels_unfinished``).
 
 Reading (:func:`read_mined`, :meth:`MinedStore.read_arrays`) validates everything
 against ``meta.json`` and returns plain numpy arrays (:class:`MinedArrays`).

@@ -97,12 +97,12 @@ def test_aj_decode_prints_text_and_metrics():
     assert res["metrics"]["num_output_tokens"] == len(res["tokens"])
 
 
-def test_the_shipped_gsm8k_judge_loads_by_name_on_the_default_pair():
+def test_the_shipped_gsm8k_judge_loads_by_name_on_the_default_pair(monkeypatch):
     """`--judge gsm8k` on the pair it was trained for: threshold 0 is target-only greedy (float32),
     the calibrated threshold accepts some mismatching draft tokens and stays close to it."""
     from autojudge.judges.spec import load_judge_spec
 
-    os.environ.pop("AJ_SHIPPED_JUDGES", None)
+    monkeypatch.delenv("AJ_SHIPPED_JUDGES", raising=False)  # the package's own folder
     pair = load_pair("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", dtype="float32")
     eng = SpeculativeEngine(pair.target.model, pair.draft.model, pair.tokenizer)
     prompt = chat(pair.tokenizer, QUESTIONS[1])

@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,22 +49,14 @@ PROMPTS = [
 
 
 def step_times(runner_model, tokens: int, ks: list[int], reps: int = 3) -> dict[int, float]:
-    """Median seconds of a forward over k+1 new tokens on a cache of ``tokens`` tokens (one prefill, forks)."""
+    """Median seconds of a forward over k+1 new tokens on a cache of ``tokens`` tokens
+    (:func:`autojudge.core.kchoice.time_pass`, what ``-k auto`` measures)."""
+    from autojudge.core.kchoice import time_pass
     from autojudge.core.runner import ModelRunner
 
     r = ModelRunner(runner_model)
-    r.reset()
-    r.extend(torch.randint(100, 5000, (tokens,)))
-    out = {}
-    for k in ks:
-        samples = []
-        for _ in range(reps):
-            f = r.fork()
-            t0 = time.perf_counter()
-            f.logits(f.extend(torch.randint(100, 5000, (k + 1,))))
-            samples.append(time.perf_counter() - t0)
-        out[k] = statistics.median(samples)
-    return out
+    prefix = torch.randint(100, 5000, (tokens,), device=r.device)
+    return {k: time_pass(r, prefix, k + 1, reps) for k in ks}
 
 
 def measure_constants(pair, ks: tuple[int, ...] = (0, 1, 2, 4, 8, 16)) -> dict:

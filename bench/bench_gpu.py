@@ -91,20 +91,15 @@ def timed(fn, device: str, reps: int) -> float:
     return statistics.median(out)
 
 
-@torch.inference_mode()
 def step_costs(model, cache: int, ks, vocab: int, device: str, reps: int) -> dict[int, float]:
-    """Seconds of a forward (logits included) over k+1 new tokens on a ``cache``-token KV cache (k=0: a step)."""
+    """Seconds of a forward (logits included) over k+1 new tokens on a ``cache``-token KV cache (k=0: a step),
+    measured as ``aj decode -k auto`` measures them (:func:`autojudge.core.kchoice.time_pass`)."""
+    from autojudge.core.kchoice import time_pass
     from autojudge.core.runner import ModelRunner
 
     r = ModelRunner(model)
-    r.reset()
-    r.extend(torch.randint(3, vocab, (cache,), device=device))
-
-    def fwd(k: int):
-        f = r.fork()
-        return f.logits(f.extend(torch.randint(3, vocab, (k + 1,), device=device)))
-
-    return {k: timed(lambda k=k: fwd(k), device, reps) for k in (0, *ks)}
+    prefix = torch.randint(3, vocab, (cache,), device=device)
+    return {k: time_pass(r, prefix, k + 1, reps) for k in (0, *ks)}
 
 
 @torch.inference_mode()

@@ -128,7 +128,9 @@ def decode(
         check_judge_option(judge_spec, threshold)
     target = target or presets.DEFAULT_TARGET
     if backend == "vllm" and (quant != "none" or draft_quant not in (None, "none")):
-        raise click.UsageError("--quant int8 quantizes the transformers models: use --backend transformers")
+        raise click.UsageError(
+            "--quant int8 and --draft-quant int8 quantize the transformers models: use --backend transformers"
+        )
     if backend == "vllm":
         res, judge_info = _decode_vllm(target, draft or presets.DEFAULT_DRAFT, prompt, raw, mode, judge_spec, threshold,
                                        k, max_new_tokens, stop, dtype)  # fmt: skip

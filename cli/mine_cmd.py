@@ -163,10 +163,8 @@ def mine(
     )
     import signal
 
-    def _stop(
-        signum: int, frame: object
-    ) -> None:  # SIGTERM stops like Ctrl-C: progress kept, summary written
-        raise KeyboardInterrupt
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: progress kept, summary written
 
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
@@ -181,11 +179,16 @@ def mine(
     except KeyboardInterrupt:
         from autojudge.core.mining.store import MinedStore
 
-        s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        store = MinedStore(out)
+        try:  # mine_task writes it on the way out; absent when stopped before mining began
+            s = json.loads(store.summary_path.read_text(encoding="utf-8"))
+            done = f"{s['prompts']} prompts finished ({s['labels']} labels); "
+        except (OSError, ValueError, KeyError):
+            done = ""
+        n = store.unfinished_counts()
         click.echo(
-            f"stopped: {s['prompts']} prompts finished ({s['labels']} labels); {s.get('labels_unfinished', 0)} "
-            f"labels of {s.get('prompts_unfinished', 0)} unfinished prompts kept in {MinedStore(out).partial}. "
-            "Continue with the same command and --resume.",
+            f"stopped: {done}{n['labels_unfinished']} labels of {n['prompts_unfinished']} unfinished prompts "
+            f"kept in {store.partial}. Continue with the same command and --resume.",
             err=True,
         )
         raise SystemExit(130) from None

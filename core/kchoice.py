@@ -98,8 +98,13 @@ def _interpolate(points: dict[int, float], k: int) -> float:
 
 
 @torch.inference_mode()
-def _time_pass(runner: ModelRunner, prefix: torch.Tensor, tokens: int, reps: int) -> float:
-    """Median seconds of feeding ``tokens`` tokens after a cached ``prefix`` (cache rolled back each time)."""
+def time_pass(runner: ModelRunner, prefix: torch.Tensor, tokens: int, reps: int) -> float:
+    """Median seconds of feeding ``tokens`` tokens (logits included) after a cached ``prefix``.
+
+    The cache is rolled back after each pass; the first pass is a warm-up. On CUDA the device is
+    synchronized around each pass, so the time is the kernels', not their launch.
+    """
+    sync = torch.cuda.synchronize if runner.device.type == "cuda" else (lambda: None)
     runner.reset()
     runner.extend(prefix)
     n = runner.length
@@ -108,11 +113,13 @@ def _time_pass(runner: ModelRunner, prefix: torch.Tensor, tokens: int, reps: int
     )
     times = []
     for _ in range(reps + 1):
+        sync()
         t0 = time.perf_counter()
         runner.logits(runner.extend(feed)).argmax(-1)
+        sync()
         times.append(time.perf_counter() - t0)
         runner.crop(n)
-    return sorted(times[1:])[len(times[1:]) // 2]  # the first is a warm-up
+    return sorted(times[1:])[len(times[1:]) // 2]
 
 
 def measure_costs(
@@ -130,8 +137,8 @@ def measure_costs(
     prefix = torch.randint(0, min(vocab, 30000), (context,), generator=g).to(dev)
     t_runner, d_runner = ModelRunner(target), ModelRunner(draft)
     measured = sorted({0, 1, 2, 4, 8, 16, 32, *[k for k in ks if k <= 8]})
-    verify = {k: _time_pass(t_runner, prefix, k + 1, reps) for k in measured if k <= max(ks)}
-    draft_step = _time_pass(d_runner, prefix, 1, reps)
+    verify = {k: time_pass(t_runner, prefix, k + 1, reps) for k in measured if k <= max(ks)}
+    draft_step = time_pass(d_runner, prefix, 1, reps)
     full = {k: _interpolate(verify, k) for k in sorted({0, *ks})}
     return CostCurve(draft_step=draft_step, verify=full, context=context)
 

@@ -85,7 +85,7 @@ def test_mine_task_stopped_mid_prompt_then_resumed_equals_one_run(pair, tmp_path
     with pytest.raises(_Stop):
         mine_task(first, pair, stopped, **kw)
     store = MinedStore(stopped)
-    waiting = store.journal().counts()
+    waiting = store.unfinished_counts()
     assert waiting["labels_unfinished"] >= 1, "no unfinished prompt kept its labels"
     # the labels decided so far are final: training may use them before the prompts finish
     finished = len(store.label_rows())

@@ -42,7 +42,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -320,15 +320,8 @@ class MinedStore:
         writes): the extra row is ignored. Files of prompts that have finished since are skipped
         (their labels are in the shard).
         """
-        done = self.done_indices()
         out = []
-        for state_path in sorted(self.partial.glob("[0-9]*.json")) if self.partial.is_dir() else []:
-            if not state_path.stem.isdigit() or int(state_path.stem) in done:
-                continue
-            try:
-                rows = json.loads(state_path.read_text(encoding="utf-8"))["rows"]
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                raise MinedDataError(f"{state_path}: unreadable progress file ({e})") from e
+        for state_path, rows in self._unfinished_rows(strict=True):
             if not rows:
                 continue
             path = state_path.with_suffix(".safetensors")
@@ -341,6 +334,29 @@ class MinedStore:
             )
             out.append(_validated(path, state_path, feats, label, rank, rows, dims))
         return out
+
+    def _unfinished_rows(self, *, strict: bool) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+        """``(progress file, label rows)`` of each unfinished prompt with saved progress, by index.
+
+        Files of prompts that have finished since (their labels are in the shard) are skipped; an
+        unreadable file raises :class:`MinedDataError` when ``strict``, else is skipped.
+        """
+        done = self.done_indices()
+        for state_path in sorted(self.partial.glob("[0-9]*.json")) if self.partial.is_dir() else []:
+            if not state_path.stem.isdigit() or int(state_path.stem) in done:
+                continue
+            try:
+                rows = json.loads(state_path.read_text(encoding="utf-8"))["rows"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                if strict:
+                    raise MinedDataError(f"{state_path}: unreadable progress file ({e})") from e
+                continue
+            yield state_path, rows
+
+    def unfinished_counts(self) -> dict[str, int]:
+        """``prompts_unfinished`` (with saved progress) and ``labels_unfinished`` (labels decided in them)."""
+        found = list(self._unfinished_rows(strict=False))
+        return {"prompts_unfinished": len(found), "labels_unfinished": sum(len(rows) for _, rows in found)}
 
     def read_arrays(
         self,
@@ -476,7 +492,7 @@ class MinedStore:
             "seconds": None if seconds is None else round(seconds, 3),
             "seconds_partial": bool(seconds_partial) if seconds is not None else None,
             # labels already decided in prompts still unfinished (``partial/``; not training data yet)
-            **self.journal().counts(),
+            **self.unfinished_counts(),
             "prompt_seconds_summed": sum(p["seconds"] for p in prompts),
             "seconds_per_prompt": (sum(p["seconds"] for p in prompts) / len(prompts)) if prompts else 0.0,
         }
@@ -655,17 +671,6 @@ class PartialJournal:
     def discard(self, index: int) -> None:
         for p in self._paths(index):
             p.unlink(missing_ok=True)
-
-    def counts(self) -> dict[str, int]:
-        """``prompts_unfinished`` (with saved progress) and ``labels_unfinished`` (labels decided in them)."""
-        n_prompts = n_labels = 0
-        for p in sorted(self.root.glob("[0-9]*.json")) if self.root.is_dir() else []:
-            try:
-                n_labels += len(json.loads(p.read_text(encoding="utf-8"))["rows"])
-                n_prompts += 1
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        return {"prompts_unfinished": n_prompts, "labels_unfinished": n_labels}
 
 
 #: the :class:`~autojudge.core.mining.steps.PromptProgress` fields saved besides its records

@@ -53,7 +53,7 @@ def _ints(value: str) -> tuple[int, ...]:
     help="Held-out mining-split prompts (after the mined ones) used to choose the threshold.",
 )
 @click.option(
-    "--eval-limit", type=click.IntRange(1), default=2, show_default=True, help="Prompts of the eval split."
+    "--eval-limit", type=click.IntRange(1), default=20, show_default=True, help="Prompts of the eval split."
 )
 @click.option(
     "--thresholds",
@@ -132,10 +132,11 @@ def _ints(value: str) -> tuple[int, ...]:
 @click.option("--keep-truncated", is_flag=True,
               help="Train on labels whose rollout hit the token budget too (left out by default: a cut rollout "
                    "is no evidence that the swap mattered).")  # fmt: skip
-@click.option("--judge", "judge_spec", default=None,
-              help="A trained judge instead of mining and training: a shipped judge's name (`aj judges list`) or an "
-                   "`aj train` artifact; checked against the models; its threshold is still chosen on validation "
-                   "prompts it was not trained on.")  # fmt: skip
+@click.option("--judge", "judge_spec", default="auto", show_default=True,
+              help="auto: the task's shipped judge (`aj judges list`) when it was trained for the loaded models, "
+                   "else mine and train one; mine: always mine and train; or a trained judge instead of mining: a "
+                   "shipped judge's name or an `aj train` artifact, checked against the models. Its threshold is "
+                   "still chosen on validation prompts it was not trained on.")  # fmt: skip
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),

@@ -103,6 +103,9 @@ class Task(ABC):
     stop_sequences: ClassVar[tuple[str, ...]] = ()
     #: seconds one equivalence / correctness check may take before it counts as "not equivalent"
     check_timeout: ClassVar[float] = 10.0
+    #: the judge shipped in the package for this task on the default model pair (a name in
+    #: ``aj judges list``), or None; ``aj run`` evaluates it instead of mining when it fits the models
+    shipped_judge: ClassVar[str | None] = None
 
     # -- data -----------------------------------------------------------------
     @abstractmethod

@@ -471,3 +471,63 @@ def test_run_with_a_given_judge_mines_nothing(pair, base_run, tmp_path, monkeypa
         rerun(pair, tmp_path / "run3", judge="nosuch")
     with pytest.raises(ValueError, match="--mined"):
         RunConfig(out=tmp_path / "x", judge="toyjudge", mined=tmp_path, **SETTINGS)
+
+
+def test_auto_judge_uses_the_tasks_shipped_judge_only_when_it_fits(pair, base_run, tmp_path, monkeypatch):
+    """`--judge auto` (the default): a task naming a shipped judge (`Task.shipped_judge`) that was trained for
+    the loaded pair is evaluated without mining; with another pair, a missing artifact or `--judge mine`, the
+    run mines and trains as before, and says why."""
+    from autojudge.plugins.toy import ToyArithmeticTask
+
+    class ToyWithJudge(ToyArithmeticTask):
+        shipped_judge = "toyjudge"
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copyfile(base_run / "judge.safetensors", shipped / "toyjudge.safetensors")
+    monkeypatch.setenv("AJ_SHIPPED_JUDGES", str(shipped))
+    settings = {**SETTINGS, "mine_limit": 2, "val_limit": 1, "eval_limit": 1}
+    assert RunConfig(out=tmp_path / "x", **settings).judge == "auto"
+    lines: list[str] = []
+
+    class Console:  # what the pipeline prints
+        def print(self, msg: str) -> None:
+            lines.append(msg)
+
+    def run(out: Path, run_pair: ModelPair, task, **changes) -> dict:
+        return Pipeline(
+            RunConfig(out=out, **{**settings, **changes}), pair=run_pair, task=task, console=Console()
+        ).run()
+
+    s = run(tmp_path / "auto", pair, ToyWithJudge())
+    assert s["mining"] == {"skipped": True} and not (tmp_path / "auto" / "mined").exists()
+    assert s["training"]["labels_from"] == "shipped" and s["settings"]["judge"] == "toyjudge"
+    assert (tmp_path / "auto" / "judge.safetensors").read_bytes() == (
+        shipped / "toyjudge.safetensors"
+    ).read_bytes()
+    assert any("using the shipped judge 'toyjudge'" in line for line in lines)
+
+    # another draft: the shipped judge does not fit, so the run mines (and says so) instead of failing
+    small = LoadedModel("small-draft", make_tiny_model("qwen2", hidden=32), pair.tokenizer, None, torch.float32,
+                        torch.device("cpu"))  # fmt: skip
+    other = ModelPair(draft=small, target=pair.target, tokenizer=pair.tokenizer)
+    lines.clear()
+    s = run(tmp_path / "other", other, ToyWithJudge())
+    assert s["mining"].get("skipped") is None and (tmp_path / "other" / "mined" / "meta.json").is_file()
+    assert any("does not fit this run" in line and "draft model mismatch" in line for line in lines)
+
+    # --judge mine, and a task without a shipped judge: mining as before
+    s = run(tmp_path / "mine", pair, ToyWithJudge(), judge="mine")
+    assert s["mining"].get("skipped") is None and s["settings"]["judge"] is None
+    lines.clear()
+    s = run(tmp_path / "plain", pair, ToyArithmeticTask())
+    assert s["mining"].get("skipped") is None
+    assert any("no judge is shipped for task 'toy-arith'" in line for line in lines)
+
+    # a shipped name whose artifact is not installed
+    monkeypatch.setenv("AJ_SHIPPED_JUDGES", str(tmp_path / "empty"))
+    lines.clear()
+    s = run(tmp_path / "missing", pair, ToyWithJudge())
+    assert s["mining"].get("skipped") is None and any("is not installed" in line for line in lines)
+    # --mined DIR with the default judge: the given labels are used, no shipped judge
+    assert RunConfig(out=tmp_path / "y", mined=tmp_path, **settings).judge is None

@@ -10,7 +10,9 @@ record (:class:`RunState`, ``OUT/state.json``). Each stage is a class of
    prompts of the task's mining split -> ``OUT/mined``. With ``mined`` (``--mined DIR``)
    an existing ``aj mine`` / ``aj mine-merge`` directory is used instead, after checking
    that its task, split and models are this run's; validation then starts after the
-   last prompt it mined.
+   last prompt it mined. By default (``judge="auto"``, :func:`~autojudge.core.run.stages.auto_judge`) the
+   judge shipped for the task (``Task.shipped_judge``), when it was trained for the loaded pair,
+   replaces mining and training; ``judge="mine"`` always mines.
 2. ``train``: :func:`autojudge.judges.train.train_judges` -> ``OUT/judge.safetensors``
    (+ ``judge.report.json``); its recall-calibrated threshold is a candidate below.
    When the mined labels hold one class only (or none), ``OUT/judge.none.json`` says
@@ -74,16 +76,29 @@ from autojudge.core.run.report import read_summary
 from autojudge.core.run.stages import (
     DEFAULT_STAGES,
     Stage,
+    auto_judge,
     given_judge_path,
     mined_dir_problems,
     select_threshold,
 )
 
 STATE_FORMAT = "autojudge-run-state/1"
+#: ``RunConfig.judge`` values: use the task's shipped judge when it fits the models, else mine; always mine
+JUDGE_AUTO, JUDGE_MINE = "auto", "mine"
 #: the stage names in order (the keys of ``state.json``); the stages themselves: :data:`DEFAULT_STAGES`
 STAGES: tuple[str, ...] = tuple(s.name for s in DEFAULT_STAGES)
 
-__all__ = ["STAGES", "Pipeline", "PipelineError", "RunConfig", "RunState", "run_pipeline", "select_threshold"]
+__all__ = [
+    "JUDGE_AUTO",
+    "JUDGE_MINE",
+    "STAGES",
+    "Pipeline",
+    "PipelineError",
+    "RunConfig",
+    "RunState",
+    "run_pipeline",
+    "select_threshold",
+]
 
 
 @dataclass
@@ -101,7 +116,7 @@ class RunConfig:
     # the pipeline on a handful of prompts, not an accuracy measurement
     mine_limit: int = 2
     val_limit: int = 1
-    eval_limit: int = 2
+    eval_limit: int = 20
     thresholds: tuple[float, ...] = ()
     val_thresholds: tuple[float, ...] = ()
     top_k: tuple[int, ...] = (4,)
@@ -116,9 +131,10 @@ class RunConfig:
     target_recall: float = 0.9
     max_mismatches: int | None = 3
     mined: Path | None = None  # an existing mined directory instead of the mine stage
-    # a trained judge instead of mining and training: a shipped judge's name (``aj judges list``) or an
-    # artifact path; its threshold is still chosen on the validation prompts
-    judge: str | None = None
+    # the judge: JUDGE_AUTO (the task's shipped judge when it fits the models, else mine and train),
+    # JUDGE_MINE / None (mine and train), or a trained judge instead of mining and training: a shipped
+    # judge's name (``aj judges list``) or an artifact path; its threshold is still chosen on validation
+    judge: str | None = "auto"
     # train on labels whose rollout hit the token budget too (default: left out, see docs/mining.md)
     keep_truncated: bool = False
     data_dir: Path | None = None
@@ -140,7 +156,9 @@ class RunConfig:
             raise ValueError("thresholds must be in [0, 1]")
         if any(k < 1 for k in self.top_k):
             raise ValueError("top-K values must be >= 1")
-        if self.judge is not None and self.mined is not None:
+        if self.judge == JUDGE_MINE or (self.judge == JUDGE_AUTO and self.mined is not None):
+            self.judge = None  # mine (or read --mined) and train
+        if self.judge not in (None, JUDGE_AUTO) and self.mined is not None:
             raise ValueError("--judge skips mining and training: it cannot be combined with --mined")
         if self.max_accuracy_drop < 0:
             raise ValueError("max_accuracy_drop must be >= 0 (points)")
@@ -235,6 +253,9 @@ class Pipeline:
                 dtype=config.dtype, device=config.device, quant=config.quant,
             )  # fmt: skip
         self.pair = pair
+        if config.judge == JUDGE_AUTO:
+            config.judge, note = auto_judge(task, pair)  # a shipped judge's name, or None: mine and train
+            self.log(f"judge: {note}" if config.judge else f"[yellow]judge: {note}[/]")
         self._created_root = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         self.state = RunState(self.root)
@@ -260,7 +281,7 @@ class Pipeline:
             problems = mined_dir_problems(self.task, Path(self.cfg.mined))
             if problems:
                 raise PipelineError(f"--mined {self.cfg.mined} cannot be used: " + "; ".join(problems))
-        if self.cfg.judge:
+        if self.cfg.judge and self.cfg.judge != JUDGE_AUTO:  # auto is resolved once the models load
             from autojudge.judges.artifact import JudgeArtifactError, read_judge_metadata
 
             try:  # the name resolves and the file reads; the fingerprints are checked once the models load

@@ -191,6 +191,36 @@ def given_judge_path(p: Pipeline) -> Path:
     return path
 
 
+def auto_judge(task: Any, pair: Any) -> tuple[str | None, str]:
+    """``--judge auto``: the name of ``task``'s shipped judge (``Task.shipped_judge``) when it is installed
+    and was trained for ``pair`` (both fingerprints), else None (mine and train); and a line saying which.
+
+    A shipped judge that is unreadable or fits other models is not an error here: the run mines instead
+    and the line says why (``--judge NAME`` insists, and fails with the reason).
+    """
+    from autojudge.judges.artifact import JudgeArtifactError, load_judge
+    from autojudge.judges.shipped import find_shipped
+
+    name = getattr(task, "shipped_judge", None)
+    if not name:
+        return None, f"no judge is shipped for task {task.name!r}: mining and training one in this run"
+    try:
+        shipped = find_shipped(name)
+        if shipped is None:
+            return None, f"the shipped judge {name!r} is not installed: mining and training one in this run"
+        load_judge(shipped.path, target_fingerprint=pair.target.fingerprint(),
+                   draft_fingerprint=pair.draft.fingerprint())  # fmt: skip
+    except JudgeArtifactError as e:
+        return (
+            None,
+            f"the shipped judge {name!r} does not fit this run ({e}): mining and training one in this run",
+        )
+    return name, (
+        f"using the shipped judge {name!r} ({shipped.labels or '?'} labels, task {shipped.task}); nothing is mined "
+        "in this run (--judge mine to mine and train instead)"
+    )
+
+
 def judge_file_key(p: Pipeline) -> dict[str, Any]:
     path = given_judge_path(p)
     return {"spec": str(p.cfg.judge), "sha256": file_sha256(path)}

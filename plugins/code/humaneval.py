@@ -39,6 +39,7 @@ class HumanEvalTask(CodeTask):
     mining_split: ClassVar[str] = "mine"
     eval_split: ClassVar[str] = "eval"
     test_timeout: ClassVar[float] = 6.0
+    shipped_judge: ClassVar[str | None] = "code"  # trained on MBPP train prompts (data/mined/mbpp-train)
 
     def load(
         self, split: str, *, data_dir: str | Path | None = None, limit: int | None = None

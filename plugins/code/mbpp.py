@@ -30,6 +30,7 @@ class MBPPTask(CodeTask):
     description: ClassVar[str] = "MBPP Python problems, pass@1 by the problem's three asserts in the sandbox."
     mining_split: ClassVar[str] = "train"
     eval_split: ClassVar[str] = "test"
+    shipped_judge: ClassVar[str | None] = "code"  # trained on MBPP train prompts (data/mined/mbpp-train)
     test_timeout: ClassVar[float] = 10.0  # a few reference solutions (e.g. task 123) are slow on a loaded CPU
 
     def load(

@@ -34,6 +34,7 @@ class GSM8KTask(MathTask):
     mining_split: ClassVar[str] = "train"
     eval_split: ClassVar[str] = "test"
     numeric: ClassVar[bool] = True
+    shipped_judge: ClassVar[str | None] = "gsm8k"  # trained on zero-shot GSM8K train prompts
 
     def __init__(self, fewshot: int | None = None) -> None:
         super().__init__(fewshot_from_env() if fewshot is None else fewshot)
@@ -64,6 +65,7 @@ class GSM8K8ShotTask(GSM8KTask):
 
     name: ClassVar[str] = "gsm8k-8shot"
     description: ClassVar[str] = "GSM8K with the 8-shot chain-of-thought exemplars of Wei et al. (2022)."
+    shipped_judge: ClassVar[str | None] = None  # the shipped judge saw zero-shot prompts only
 
     def __init__(self) -> None:
         super().__init__(fewshot=MAX_FEWSHOT)

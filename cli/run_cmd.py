@@ -75,7 +75,8 @@ def _ints(value: str) -> tuple[int, ...]:
     show_default=True,
     help="Accuracy budget in points vs target-only, for the recommended threshold.",
 )
-@click.option("--max-new-tokens", type=click.IntRange(1), default=320, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(1), default=512, show_default=True,
+              help="Token budget of every decode (and of mining rollouts before their headroom).")
 @click.option(
     "-k",
     "--draft-length",
@@ -154,7 +155,7 @@ def _ints(value: str) -> tuple[int, ...]:
 @click.option(
     "--eval-batch",
     type=click.IntRange(1),
-    default=8,
+    default=20,
     show_default=True,
     help="Problems decoded at once per mode in validation and evaluation (transformers backend; "
     "1: one at a time). Rows are identical; tokens/s becomes a throughput figure.",

@@ -121,7 +121,7 @@ class RunConfig:
     val_thresholds: tuple[float, ...] = ()
     top_k: tuple[int, ...] = (4,)
     max_accuracy_drop: float = 1.0
-    max_new_tokens: int = 320
+    max_new_tokens: int = 512  # as `aj mine`; GSM8K answers of the 1.5B target run to 300-450 tokens
     k: int = 5
     dtype: str | None = None
     quant: str = "none"  # "int8": int8 weight-only linears in both models (core/quant.py)
@@ -142,7 +142,7 @@ class RunConfig:
     progress: bool = True
     # examples decoded at once per mode in select/evaluate (transformers backend: BatchedEngine;
     # 1 = one at a time). Rows are identical for every value, so it is not part of the cache key.
-    eval_batch: int = 8
+    eval_batch: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

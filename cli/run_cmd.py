@@ -75,8 +75,13 @@ def _ints(value: str) -> tuple[int, ...]:
     show_default=True,
     help="Accuracy budget in points vs target-only, for the recommended threshold.",
 )
-@click.option("--max-new-tokens", type=click.IntRange(1), default=512, show_default=True,
-              help="Token budget of every decode (and of mining rollouts before their headroom).")
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(1),
+    default=512,
+    show_default=True,
+    help="Token budget of every decode (and of mining rollouts before their headroom).",
+)
 @click.option(
     "-k",
     "--draft-length",

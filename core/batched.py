@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -389,13 +389,15 @@ class BatchedEngine:
         stop_sequences: Sequence[str] = (),
         eos_token_ids: Iterable[int] | None = None,
         max_batch: int | None = None,
+        on_result: Callable[[int, GenerationResult], None] | None = None,
     ) -> list[GenerationResult]:
         """Generate greedily from every prompt; one result per prompt, in order.
 
         At most ``max_batch`` rows (default: all prompts) decode at once; queued
         prompts take the slots of rows that finish. Per-row metrics count as the
         batch-1 engine counts them; shared pass times are charged to every row
-        that took part in the pass.
+        that took part in the pass. ``on_result(index, result)`` is called as soon
+        as a row finishes (rows finish in any order), e.g. to save it or report progress.
         """
         if k < 1 and mode != "ar":
             raise ValueError("draft length k must be >= 1")
@@ -435,6 +437,8 @@ class BatchedEngine:
                 prompt_tokens=r.prompt,
                 prefill_hidden=r.prefill_hidden,
             )
+            if on_result is not None:
+                on_result(r.index, results[r.index])
 
         while queue or live:
             if queue and len(live) < max_batch:

@@ -61,12 +61,16 @@ class ProgressLine:
         tty: bool | None = None,
         every: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        eta_after: int = 1,
     ):
         self.name, self.total, self.unit, self.enabled = name, total, unit, enabled
         self.stream = stream if stream is not None else sys.stderr
         self.tty = tty if tty is not None else bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = progress_every() if every is None else every
         self.clock = clock
+        # items to finish before an ETA is shown: items done concurrently (a batch of rows) finish
+        # at different times, so the first few say little about the rest
+        self.eta_after = max(1, eta_after)
         self.done, self.note = 0, ""
         self._bar: Any = None
         self._job: Any = None
@@ -132,10 +136,11 @@ class ProgressLine:
             self._line(now)
 
     def eta(self, now: float | None = None) -> float | None:
-        """Seconds left at the rate since the start (or the last :meth:`reset`); None before any progress."""
+        """Seconds left at the rate since the start (or the last :meth:`reset`); None before ``eta_after``
+        items were made."""
         now = self.clock() if now is None else now
         made = self.done - self._base_done
-        if made <= 0 or now <= self._base_time:
+        if made < self.eta_after or now <= self._base_time:
             return None
         return (now - self._base_time) / made * max(0, self.total - self.done)
 

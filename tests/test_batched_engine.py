@@ -131,7 +131,10 @@ def test_a_row_does_not_depend_on_its_batch(tiny_pair, mode, judge):
     full = eng.generate_batch(prompts, **kw)
     alone = [eng.generate_batch([p], **kw)[0] for p in prompts]
     # continuous batching: slots refilled as rows finish
-    refill = eng.generate_batch(prompts, max_batch=3, **kw)
+    seen: list[tuple[int, object]] = []  # on_result: each row once, as it finishes
+    refill = eng.generate_batch(prompts, max_batch=3, on_result=lambda i, r: seen.append((i, r)), **kw)
+    assert sorted(i for i, _ in seen) == list(range(len(prompts)))
+    assert all(r is refill[i] for i, r in seen)
     for a, b, c in zip(full, alone, refill, strict=True):
         assert a.tokens == b.tokens == c.tokens
         assert a.metrics.accepted_per_cycle == b.metrics.accepted_per_cycle == c.metrics.accepted_per_cycle

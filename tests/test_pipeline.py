@@ -149,7 +149,10 @@ def test_eval_batch_is_not_in_the_cache_key_and_gives_the_same_rows(pair, base_r
         return {k: v for k, v in r["metrics"].items() if not k.endswith("_time") and k != "tokens_per_s"}
 
     for f in sorted((base_run / "eval").glob("*.jsonl")):
-        old, new = read_rows(f), read_rows(out / "eval" / f.name)
+        old, new = (
+            read_rows(f),
+            sorted(read_rows(out / "eval" / f.name), key=lambda r: r["index"]),
+        )  # finishing order
         assert [untimed(r) for r in new] == [untimed(r) for r in old], f.name
         assert [counts(r) for r in new] == [counts(r) for r in old], f.name
         assert {r["batch"]["size"] for r in new} == {3}

@@ -67,6 +67,19 @@ def test_eta_unknown_before_progress_and_decode_progress_callback(monkeypatch, c
     assert "[aj] eval: 3/6 problem-mode rows (sd)" in err
 
 
+def test_no_eta_until_a_batch_of_concurrent_rows_finished():
+    """Rows decoded together finish at different times: the first one says nothing about the rest."""
+    clock = Clock()
+    bar = ProgressLine("eval", 80, unit="rows", stream=io.StringIO(), clock=clock, every=0, eta_after=20)
+    with bar:
+        clock.t += 180
+        bar.update(1)
+        assert bar.line().endswith("ETA ?")  # not 4 hours from one early row
+        clock.t += 120
+        bar.update(20)
+        assert bar.line().endswith("ETA 15 min")  # 20 rows in 5 min: 60 more in 15
+
+
 def test_mining_prints_plain_lines_per_label(tiny_pair, char_tokenizer, tmp_path, monkeypatch, capsys):
     import torch
 

@@ -25,7 +25,7 @@ rows written before sittings were recorded) is flagged: ``speedup_vs_ar_same_sit
 
 Batches: with ``batch > 1`` and a batched engine (transformers backend:
 :class:`~autojudge.core.batched.BatchedEngine`), each mode's missing examples are decoded
-``batch`` at a time; rows are token- and metric-identical to batch 1 (per-cycle counts, judge
+at most ``batch`` at a time (continuous batching), each row saved when its example finishes; rows are token- and metric-identical to batch 1 (per-cycle counts, judge
 decisions), only the times differ: a row records its ``batch`` (size, id, wall time) and the
 aggregate's tokens/s is then a *throughput* (tokens / summed batch wall times,
 ``tokens_per_s_kind``), not the per-prompt latency of batch 1.
@@ -331,11 +331,13 @@ def evaluate_modes(
 
     ``batch > 1`` with a ``batch_engine`` (an object with the ``generate_batch`` of
     :class:`~autojudge.core.batched.BatchedEngine`): mode by mode, the examples not yet done are
-    decoded ``batch`` at a time in one ``generate_batch`` call each, and the chunk's rows are
-    appended (in example order) as soon as the call returns, so a crash loses at most one chunk's
-    rows and never duplicates one. Every row's tokens and per-cycle metrics equal those of the
-    one-at-a-time path (the batched engine's invariant); its ``batch`` field records the chunk's
-    size, id and wall time, from which :func:`aggregate_rows` computes throughput.
+    decoded in one ``generate_batch`` call with at most ``batch`` rows at once (continuous
+    batching), and each row is appended as soon as its example finishes (``on_result``; rows are
+    in finishing order on disk), so a crash loses only the rows in flight and never duplicates
+    one. Every row's tokens and per-cycle metrics equal those of the one-at-a-time path (the
+    batched engine's invariant); its ``batch`` field records the batch size, the call's id and
+    the call's wall time up to that row's finish, from which :func:`aggregate_rows` computes
+    throughput (tokens / the call's time to its last finished row).
     Otherwise (``batch == 1``, or no batch engine: e.g. vLLM) examples are decoded one at a time.
     """
     if batch < 1:
@@ -415,41 +417,51 @@ def _evaluate_batched(
     total: int,
     sitting: str | None,
 ) -> None:
-    """The batched path of :func:`evaluate_modes`: per mode, chunks of ``batch`` missing examples."""
+    """The batched path of :func:`evaluate_modes`: per mode, one ``generate_batch`` call over the missing
+    examples with at most ``batch`` rows at once (continuous batching: a finished row's slot takes the
+    next example). Each row is saved and counted as soon as its example finishes."""
     import time
     import uuid
 
-    prompts: dict[str, str] = {}
+    count = [done]  # rows done over all modes, for progress
+
     for mode in modes:
         todo = [(idx, ex) for idx, ex in enumerate(examples) if ex.id not in have[mode.name]]
-        for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
-            for _, ex in chunk:
-                if ex.id not in prompts:
-                    prompts[ex.id] = task.render_prompt(ex, engine.tokenizer)
-            t0 = time.perf_counter()
-            results = engine.generate_batch(
-                [prompts[ex.id] for _, ex in chunk],
-                mode=mode.engine_mode,
-                judge=judges.get(mode.name),
-                k=settings.k,
-                max_new_tokens=settings.max_new_tokens,
-                stop_sequences=task.stop_sequences,
-            )
-            info = {"size": len(chunk), "id": uuid.uuid4().hex[:12], "wall_time": time.perf_counter() - t0}
-            for (idx, ex), res in zip(chunk, results, strict=True):
-                answer = task.extract_answer(res.text)
-                correct = answer is not None and bool(task.is_correct(answer, ex))
-                row = sample_row(mode, idx, ex, res, answer, correct, sitting, batch=info)
-                _append_row(out / f"{mode.file_stem}.jsonl", row)
-                have[mode.name][ex.id] = row
-                done += 1
-                if progress:
-                    progress(done, total, mode.name)
+        if not todo:
+            continue
+        size, call_id, t0 = min(batch, len(todo)), uuid.uuid4().hex[:12], time.perf_counter()
+        rows_path = out / f"{mode.file_stem}.jsonl"
+
+        def save(
+            i: int, res: Any, *, mode=mode, todo=todo, size=size, call_id=call_id, t0=t0, rows_path=rows_path
+        ):
+            idx, ex = todo[i]
+            answer = task.extract_answer(res.text)
+            correct = answer is not None and bool(task.is_correct(answer, ex))
+            # the call's wall time so far: the batch's time up to its last finished row (batch_wall_time)
+            info = {"size": size, "id": call_id, "wall_time": time.perf_counter() - t0}
+            row = sample_row(mode, idx, ex, res, answer, correct, sitting, batch=info)
+            _append_row(rows_path, row)
+            have[mode.name][ex.id] = row
+            count[0] += 1
+            if progress:
+                progress(count[0], total, mode.name)
+
+        engine.generate_batch(
+            [task.render_prompt(ex, engine.tokenizer) for _, ex in todo],
+            mode=mode.engine_mode,
+            judge=judges.get(mode.name),
+            k=settings.k,
+            max_new_tokens=settings.max_new_tokens,
+            stop_sequences=task.stop_sequences,
+            max_batch=size,
+            on_result=save,
+        )
 
 
 def load_mode_rows(out_dir: str | Path, mode: ModeSpec) -> list[dict[str, Any]]:
-    return read_rows(Path(out_dir) / f"{mode.file_stem}.jsonl")
+    """``mode``'s rows in problem order (batched decoding appends them in finishing order)."""
+    return sorted(read_rows(Path(out_dir) / f"{mode.file_stem}.jsonl"), key=lambda r: r.get("index", 0))
 
 
 def mode_complete(out_dir: str | Path, mode: ModeSpec, ids: Sequence[str], key: str) -> bool:
@@ -513,8 +525,10 @@ def batch_wall_time(rows: Iterable[Mapping[str, Any]]) -> tuple[list[int], float
         b = r.get("batch") or {}
         size = int(b.get("size", 1))
         sizes.add(size)
-        if size > 1 and b.get("id") is not None:
-            batches[str(b["id"])] = float(b.get("wall_time", 0.0))
+        if (
+            size > 1 and b.get("id") is not None
+        ):  # rows record the batch's time up to their finish: take the last
+            batches[str(b["id"])] = max(batches.get(str(b["id"]), 0.0), float(b.get("wall_time", 0.0)))
         else:
             wall += float(r["metrics"].get("wall_time", 0.0))
     return sorted(sizes), wall + sum(batches.values())

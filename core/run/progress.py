@@ -35,8 +35,9 @@ class DecodeProgress:
     rows); the display is :class:`autojudge.core.progress.ProgressLine`.
     """
 
-    def __init__(self, enabled: bool, name: str, total: int):
-        self.line = ProgressLine(name, total, unit="problem-mode rows", enabled=enabled)
+    def __init__(self, enabled: bool, name: str, total: int, *, batch: int = 1):
+        # ``batch`` rows decode at once: no ETA until that many finished (the first finish early)
+        self.line = ProgressLine(name, total, unit="problem-mode rows", enabled=enabled, eta_after=batch)
 
     def __enter__(self) -> Callable[[int, int, str], None]:
         self.line.__enter__()

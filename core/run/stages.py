@@ -387,7 +387,8 @@ class DecodingStage(Stage):
     ) -> dict[str, list[dict[str, Any]]]:
         judges = {m.name: make_judge(m, p.judge_path, p.pair, p.cfg.device) for m in modes}
         sha = file_sha256(p.judge_path) if p.has_judge() else None
-        with DecodeProgress(p.cfg.progress, self.which, len(examples) * len(modes)) as update:
+        batch = min(p.cfg.eval_batch, len(examples)) if p.batched_engine() is not None else 1
+        with DecodeProgress(p.cfg.progress, self.which, len(examples) * len(modes), batch=batch) as update:
             return evaluate_modes(
                 p.task, p.engine(), examples, modes, self.directory(p), settings=p.eval_settings(), judges=judges,
                 base_key=self.base_key(p, examples), judge_sha256=sha, resume=resume, progress=update,

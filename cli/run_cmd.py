@@ -47,13 +47,19 @@ def _ints(value: str) -> tuple[int, ...]:
 )
 @click.option(
     "--val-limit",
-    type=click.IntRange(1),
+    type=click.IntRange(0),
     default=1,
     show_default=True,
-    help="Held-out mining-split prompts (after the mined ones) used to choose the threshold.",
+    help="Held-out mining-split prompts (after the mined ones) used to choose the threshold (0: none, the judge's "
+    "calibrated threshold is used unchecked).",
 )
 @click.option(
     "--eval-limit", type=click.IntRange(1), default=20, show_default=True, help="Prompts of the eval split."
+)
+@click.option(
+    "--eval-split",
+    default=None,
+    help="Split to evaluate (e.g. --task humaneval --eval-split test: all 164 problems). [the task's eval split]",
 )
 @click.option(
     "--thresholds",
@@ -165,7 +171,7 @@ def _ints(value: str) -> tuple[int, ...]:
     help="Problems decoded at once per mode in validation and evaluation (transformers backend; "
     "1: one at a time). Rows are identical; tokens/s becomes a throughput figure.",
 )
-def run(task_name, dataset, draft, target, mine_limit, val_limit, eval_limit, thresholds, val_thresholds, top_k,
+def run(task_name, dataset, draft, target, mine_limit, val_limit, eval_limit, eval_split, thresholds, val_thresholds, top_k,
         max_accuracy_drop, max_new_tokens, k, dtype, quant, device, backend, features, target_recall, max_mismatches, mined, keep_truncated,
         judge_spec, data_dir, out, resume, no_progress, eval_batch):  # fmt: skip
     """Mine, train the judge, pick its threshold on validation, evaluate and report the trade-off.
@@ -183,7 +189,7 @@ def run(task_name, dataset, draft, target, mine_limit, val_limit, eval_limit, th
         config = RunConfig(
             task=task_name, dataset=dataset, out=out or Path("runs") / (f"run-{task_name}" + (f"-{dataset}" if dataset else "")),
             draft=draft, target=target,
-            mine_limit=mine_limit, val_limit=val_limit, eval_limit=eval_limit, thresholds=_floats(thresholds),
+            mine_limit=mine_limit, val_limit=val_limit, eval_limit=eval_limit, eval_split=eval_split, thresholds=_floats(thresholds),
             val_thresholds=_floats(val_thresholds), top_k=_ints(top_k), max_accuracy_drop=max_accuracy_drop,
             max_new_tokens=max_new_tokens, k=k, dtype=dtype, quant=quant, device=device, backend=backend, features=features,
             target_recall=target_recall, max_mismatches=max_mismatches or None, mined=mined, judge=judge_spec, keep_truncated=keep_truncated, data_dir=data_dir, resume=resume,

@@ -534,3 +534,33 @@ def test_auto_judge_uses_the_tasks_shipped_judge_only_when_it_fits(pair, base_ru
     assert s["mining"].get("skipped") is None and any("is not installed" in line for line in lines)
     # --mined DIR with the default judge: the given labels are used, no shipped judge
     assert RunConfig(out=tmp_path / "y", mined=tmp_path, **settings).judge is None
+
+
+def test_eval_split_and_no_validation(pair, base_run, tmp_path, monkeypatch):
+    """`--eval-split` evaluates another split; validation prompts that are also evaluated are refused (nothing
+    evaluated chooses the threshold), and `--val-limit 0` keeps the judge's calibrated threshold unchecked."""
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copyfile(base_run / "judge.safetensors", shipped / "toyjudge.safetensors")
+    monkeypatch.setenv("AJ_SHIPPED_JUDGES", str(shipped))
+    base = {
+        **SETTINGS,
+        "judge": "toyjudge",
+        "eval_limit": 9,
+        "eval_split": "train",
+        "thresholds": (),
+        "top_k": (),
+    }
+    # the judge saw train prompts 0-7, so validation takes train-8, which train's first 9 include
+    with pytest.raises(PipelineError, match="also evaluated .*--val-limit 0"):
+        run_pipeline(RunConfig(out=tmp_path / "overlap", **{**base, "val_limit": 1}), pair=pair)
+    out = tmp_path / "noval"
+    s = run_pipeline(RunConfig(out=out, **{**base, "val_limit": 0}), pair=pair)
+    cal = s["calibrated_threshold"]
+    assert s["eval_split"] == "train" and s["eval_prompt_ids"] == [f"train-{i}" for i in range(9)]
+    assert s["recommended_threshold"] == cal and s["validation"]["unchecked"] is True
+    assert s["validation"]["prompt_ids"] == [] and not list((out / "validation").glob("*.jsonl"))
+    assert set(s["modes"]) == {"ar", "sd", f"judge@{cal:.4g}"}
+    assert "NOT checked on validation prompts" in (out / "report.md").read_text()
+    with pytest.raises(PipelineError, match="split 'nosuch'"):
+        run_pipeline(RunConfig(out=tmp_path / "bad", **{**base, "eval_split": "nosuch"}), pair=pair)

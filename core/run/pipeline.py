@@ -115,8 +115,11 @@ class RunConfig:
     # defaults sized for a 2-core CPU (docs/run.md, "Defaults and their cost"): a demonstration of
     # the pipeline on a handful of prompts, not an accuracy measurement
     mine_limit: int = 2
-    val_limit: int = 1
+    val_limit: int = 1  # 0: no validation decode, the judge's calibrated threshold is recommended unchecked
     eval_limit: int = 20
+    eval_split: str | None = (
+        None  # None: the task's eval split (e.g. ``test`` for all 164 HumanEval problems)
+    )
     thresholds: tuple[float, ...] = ()
     val_thresholds: tuple[float, ...] = ()
     top_k: tuple[int, ...] = (4,)
@@ -147,9 +150,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        for name in ("mine_limit", "val_limit", "eval_limit", "max_new_tokens", "k", "eval_batch"):
+        for name in ("mine_limit", "eval_limit", "max_new_tokens", "k", "eval_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.val_limit < 0:
+            raise ValueError("val_limit must be >= 0")
         if self.mine_limit < 2:
             raise ValueError("mine_limit must be >= 2: the judge's validation split is by prompt")
         if any(not 0.0 <= t <= 1.0 for t in (*self.thresholds, *self.val_thresholds)):
@@ -272,11 +277,13 @@ class Pipeline:
         from autojudge.core.data import DatasetNotFoundError
 
         # one example of each split (validation reads the mining split too, even with --mined)
-        for split in dict.fromkeys((self.task.mining_split, self.task.eval_split)):
+        for split in dict.fromkeys((self.task.mining_split, self.eval_split)):
             try:
                 self.task.load(split, data_dir=self.cfg.data_dir, limit=1)
             except DatasetNotFoundError as e:
                 raise PipelineError(str(e)) from None
+            except ValueError as e:  # no such split (e.g. a mistyped --eval-split)
+                raise PipelineError(f"split {split!r} of task {self.task.name!r}: {e}") from None
         if self.cfg.mined:
             problems = mined_dir_problems(self.task, Path(self.cfg.mined))
             if problems:
@@ -430,6 +437,11 @@ class Pipeline:
     def backend_key(self) -> dict[str, Any]:
         """The backend enters the decoding stages' keys only when it is not the default (old runs stay valid)."""
         return {"backend": self.cfg.backend} if self.cfg.backend != "transformers" else {}
+
+    @property
+    def eval_split(self) -> str:
+        """The split evaluated: ``--eval-split``, else the task's own."""
+        return self.cfg.eval_split or self.task.eval_split
 
     def task_info(self) -> dict[str, Any]:
         return {k: v for k, v in self.task.info().items() if k != "description"}

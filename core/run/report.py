@@ -232,9 +232,13 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
             "- **recommended: lossless SD** (no judge)"
             if summary["calibrated_threshold"] is None
             else f"- **recommended threshold {summary['recommended_threshold']:.4g}** ({summary['recommended_mode']}): "
-            f"the most aggressive candidate within {v['max_accuracy_drop_points']:g} accuracy point(s) of target-only "
-            "on validation"
-            + ("" if v["within_budget"] else " — none was within budget, so lossless SD is recommended")
+            + (
+                "the judge's calibrated threshold, NOT checked on validation prompts (--val-limit 0)"
+                if v.get("unchecked")
+                else f"the most aggressive candidate within {v['max_accuracy_drop_points']:g} accuracy point(s) of "
+                "target-only on validation"
+                + ("" if v["within_budget"] else " — none was within budget, so lossless SD is recommended")
+            )
         ),
         "",
         "## Accuracy / speed trade-off (evaluation split)",
@@ -264,6 +268,8 @@ def markdown_report(summary: Mapping[str, Any]) -> str:
         "",
         "no judge, nothing to choose: validation was not decoded"
         if summary["calibrated_threshold"] is None
+        else "no validation prompts (--val-limit 0): the calibrated threshold is used as it is"
+        if v.get("unchecked")
         else f"target-only accuracy {_fmt(100 * v['reference_accuracy'], '.1f')}%",
         "",
     ]

@@ -427,6 +427,8 @@ class SelectStage(DecodingStage):
 
     def examples(self, p: Pipeline) -> list[Any]:
         c, split = p.cfg, p.task.mining_split
+        if c.val_limit == 0:  # no validation: the calibrated threshold is recommended unchecked
+            return []
         if c.judge:
             return self._examples_unseen_by_judge(p)
         offset = self.val_offset(p)
@@ -458,8 +460,24 @@ class SelectStage(DecodingStage):
             )
         return val
 
+    @staticmethod
+    def _check_disjoint_from_eval(p: Pipeline, examples: list[Any]) -> None:
+        """Nothing evaluated may choose the threshold: validation ids must not be evaluation ids (e.g. HumanEval's
+        ``mine`` split is part of its ``test`` split)."""
+        if not examples:
+            return
+        evaluated = {e.id for e in p.task.load(p.eval_split, data_dir=p.cfg.data_dir, limit=p.cfg.eval_limit)}
+        both = [e.id for e in examples if e.id in evaluated]
+        if both:
+            raise PipelineError(
+                f"validation prompt(s) {', '.join(both[:3])}{' ...' if len(both) > 3 else ''} of the "
+                f"{p.task.mining_split!r} split are also evaluated (--eval-split {p.eval_split}): the threshold would "
+                "be chosen on test problems. Evaluate another split, or pass --val-limit 0 to keep the judge's "
+                "calibrated threshold without a validation check"
+            )
+
     def modes(self, p: Pipeline, calibrated: float | None) -> list[ModeSpec]:
-        if calibrated is None:  # no judge: nothing to choose, nothing decoded
+        if calibrated is None or p.cfg.val_limit == 0:  # no judge / no validation: nothing decoded
             return []
         return build_modes([*p.cfg.val_thresholds, calibrated], sd=False)
 
@@ -480,10 +498,16 @@ class SelectStage(DecodingStage):
         calibrated = calibrated_threshold(p)
         modes = self.modes(p, calibrated)
         examples = self.examples(p)
+        self._check_disjoint_from_eval(p, examples)
+        aggs: dict[str, Any] = {}
         if calibrated is None:  # no judge: nothing to choose, lossless is recommended without decoding
-            aggs: dict[str, Any] = {}
             sel = {"reference_accuracy": None, "max_accuracy_drop_points": p.cfg.max_accuracy_drop, "candidates": [],
                    "recommended_threshold": 0.0, "recommended_mode": "sd", "within_budget": False}  # fmt: skip
+        elif not examples:  # --val-limit 0: the judge's calibrated threshold, not checked by decoding
+            sel = {"reference_accuracy": None, "max_accuracy_drop_points": p.cfg.max_accuracy_drop, "candidates": [],
+                   "recommended_threshold": calibrated, "within_budget": None,
+                   "recommended_mode": ModeSpec("judge", threshold=calibrated).name if calibrated > 0 else "sd",
+                   "unchecked": True}  # fmt: skip
         else:
             rows = self.decode(p, modes, examples, resume)
             aggs = aggregate_modes(rows, modes)
@@ -570,7 +594,7 @@ class EvaluateStage(DecodingStage):
         return p.eval_dir
 
     def examples(self, p: Pipeline) -> list[Any]:
-        return p.task.load(p.task.eval_split, data_dir=p.cfg.data_dir, limit=p.cfg.eval_limit)
+        return p.task.load(p.eval_split, data_dir=p.cfg.data_dir, limit=p.cfg.eval_limit)
 
     def inputs(self, p: Pipeline) -> dict[str, Any]:
         c = p.cfg
@@ -617,7 +641,7 @@ class ReportStage(Stage):
             target=p.pair.target.fingerprint(),
             dtype=p.dtype_name(),
             settings=p.cfg.settings(),
-            eval_split=p.task.eval_split,
+            eval_split=p.eval_split,
             modes=modes,
             rows=rows,
             aggregates=aggregate_modes(rows, modes),

@@ -564,3 +564,50 @@ def test_eval_split_and_no_validation(pair, base_run, tmp_path, monkeypatch):
     assert "NOT checked on validation prompts" in (out / "report.md").read_text()
     with pytest.raises(PipelineError, match="split 'nosuch'"):
         run_pipeline(RunConfig(out=tmp_path / "bad", **{**base, "eval_split": "nosuch"}), pair=pair)
+
+
+def test_figure3_from_two_runs_at_different_k(pair, base_run, tmp_path):
+    """bench/figure3.py merges runs (here k=4 and k=2 on the same problems) into one table, goal lines, a plot."""
+    import importlib.util
+
+    out2 = tmp_path / "k2"
+    run_pipeline(RunConfig(out=out2, **{**SETTINGS, "k": 2}), pair=pair)
+    spec = importlib.util.spec_from_file_location(
+        "figure3", Path(__file__).parents[1] / "bench" / "figure3.py"
+    )
+    fig3 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fig3)
+    md, png = tmp_path / "fig3.md", tmp_path / "fig3.png"
+    assert fig3.main([str(base_run), str(out2), "--md", str(md), "--png", str(png)]) == 0
+    text = md.read_text()
+    runs = [fig3.load_run(base_run), fig3.load_run(out2)]
+    n_rows = sum(len(s["modes"]) for s in runs)
+    assert (
+        len(
+            [
+                line
+                for line in text.splitlines()
+                if line.startswith(("| run ", "| k2 ", f"| {base_run.name} "))
+            ]
+        )
+        == n_rows + 1
+    )
+    assert png.read_bytes().startswith(PNG_MAGIC)
+    for s in runs:
+        g = fig3.goal(
+            s, max_drop=100.0
+        )  # every threshold within budget: the best is the judge with most tokens/cycle
+        judges = [a for a in s["modes"].values() if a["kind"] == "judge"]
+        best = max(judges, key=lambda a: a["mean_acceptance_length"])
+        assert g["best_within_budget"] == best["name"] and g["k"] == s["settings"]["k"]
+        assert g["ratio_vs_sd"] == pytest.approx(
+            best["mean_acceptance_length"] / s["modes"]["sd"]["mean_acceptance_length"]
+        )
+        for v in g[
+            "versus_topk"
+        ]:  # the rival is the most productive Top-K point at least as accurate, if any
+            rivals = [
+                t for t in s["modes"].values() if t["kind"] == "topk" and t["accuracy"] >= v["accuracy"]
+            ]
+            assert (v["topk"] is None) == (not rivals)
+    assert "x lossless SD's tokens per cycle" in text or "no judge threshold within" in text

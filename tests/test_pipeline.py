@@ -571,7 +571,12 @@ def test_figure3_from_two_runs_at_different_k(pair, base_run, tmp_path):
     import importlib.util
 
     out2 = tmp_path / "k2"
-    run_pipeline(RunConfig(out=out2, **{**SETTINGS, "k": 2}), pair=pair)
+    shutil.copytree(
+        base_run, out2
+    )  # a copy re-run at another k keeps its target-only rows (k is not in their key)
+    _, ran, calls = rerun(pair, out2, k=2)
+    assert ran["evaluate"] and calls and "ar" not in calls
+    assert read_rows(out2 / "eval" / "ar.jsonl") == read_rows(base_run / "eval" / "ar.jsonl")
     spec = importlib.util.spec_from_file_location(
         "figure3", Path(__file__).parents[1] / "bench" / "figure3.py"
     )

@@ -292,10 +292,15 @@ class EvalSettings:
 
 
 def mode_key(base_key: Mapping[str, Any], mode: ModeSpec, judge_sha256: str | None) -> str:
-    """Cache key of one mode's rows: the evaluation inputs plus the mode (and the judge file for ``judge``)."""
+    """Cache key of one mode's rows: the evaluation inputs plus the mode (and the judge file for ``judge``).
+
+    Target-only rows do not depend on the draft length, so ``k`` is left out of ``ar``'s key: a copy of a
+    run directory re-run at another ``-k`` keeps its ``ar`` rows (e.g. Figure 3's k = 16 and k = 5 runs).
+    """
+    base = {key: v for key, v in base_key.items() if not (mode.kind == "ar" and key == "k")}
     return stable_hash(
         {
-            "base": dict(base_key),
+            "base": base,
             "mode": mode.describe(),
             "judge": judge_sha256 if mode.kind == "judge" else None,
         }

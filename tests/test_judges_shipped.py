@@ -101,3 +101,20 @@ def test_the_package_ships_a_gsm8k_judge_for_the_default_pair(monkeypatch) -> No
     assert 0 < j.threshold < 1
     report = json.loads(j.path.with_suffix(".report.json").read_text())
     assert report["chosen"] == j.feature_set and report["split"]["held_out"] is True
+
+
+def test_the_package_ships_a_code_judge_for_the_default_pair(monkeypatch) -> None:
+    """The `code` artifact: trained on MBPP train labels judged by the sandbox, used for HumanEval and MBPP."""
+    from autojudge.core import presets
+    from autojudge.plugins.code.humaneval import HumanEvalTask
+    from autojudge.plugins.code.mbpp import MBPPTask
+
+    monkeypatch.delenv("AJ_SHIPPED_JUDGES", raising=False)
+    j = {j.name: j for j in shipped_judges()}["code"]
+    assert j.task == "mbpp" and j.labels is not None and j.labels >= 200
+    assert (j.draft, j.target) == (presets.DEFAULT_DRAFT, presets.DEFAULT_TARGET)
+    assert 0 < j.threshold < 1 and j.auc is not None
+    assert not {i for i in j.meta["mined"]["prompt_ids"] if not i.startswith("mbpp-")}
+    mbpp_train = {e.id for e in MBPPTask().load("train")}  # AJ_DATA_DIR: tests/conftest.py
+    assert set(j.meta["mined"]["prompt_ids"]) <= mbpp_train  # never an evaluated split
+    assert HumanEvalTask.shipped_judge == MBPPTask.shipped_judge == "code"

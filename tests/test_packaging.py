@@ -438,6 +438,8 @@ def test_built_dists_pass_twine_check_and_carry_the_sources(release: dict[str, P
     assert {
         "autojudge/judges/shipped/gsm8k.safetensors",
         "autojudge/judges/shipped/gsm8k.report.json",
+        "autojudge/judges/shipped/code.safetensors",
+        "autojudge/judges/shipped/code.report.json",
     } <= files
     assert not [f for f in files if f.split("/")[0] in GENERIC], "generic top-level folders in the wheel"
     assert "Name: ajspec" in metadata and f"Version: {PYPROJECT['project']['version']}" in metadata

@@ -424,44 +424,54 @@ def _evaluate_batched(
 ) -> None:
     """The batched path of :func:`evaluate_modes`: per mode, one ``generate_batch`` call over the missing
     examples with at most ``batch`` rows at once (continuous batching: a finished row's slot takes the
-    next example). Each row is saved and counted as soon as its example finishes."""
+    next example). Each row is graded, saved and counted as soon as its example finishes, on one worker
+    thread, so grading (a sandbox run for code) overlaps decoding and stays out of the timings."""
     import time
     import uuid
+    from concurrent.futures import Future, ThreadPoolExecutor
 
-    count = [done]  # rows done over all modes, for progress
+    count = [done]  # rows done over all modes, for progress (touched by the worker thread only)
 
-    for mode in modes:
-        todo = [(idx, ex) for idx, ex in enumerate(examples) if ex.id not in have[mode.name]]
-        if not todo:
-            continue
-        size, call_id, t0 = min(batch, len(todo)), uuid.uuid4().hex[:12], time.perf_counter()
-        rows_path = out / f"{mode.file_stem}.jsonl"
+    def save(mode: ModeSpec, idx: int, ex: Example, res: Any, info: dict[str, Any], rows_path: Path) -> None:
+        answer = task.extract_answer(res.text)
+        correct = answer is not None and bool(task.is_correct(answer, ex))
+        row = sample_row(mode, idx, ex, res, answer, correct, sitting, batch=info)
+        _append_row(rows_path, row)
+        have[mode.name][ex.id] = row
+        count[0] += 1
+        if progress:
+            progress(count[0], total, mode.name)
 
-        def save(
-            i: int, res: Any, *, mode=mode, todo=todo, size=size, call_id=call_id, t0=t0, rows_path=rows_path
-        ):
-            idx, ex = todo[i]
-            answer = task.extract_answer(res.text)
-            correct = answer is not None and bool(task.is_correct(answer, ex))
-            # the call's wall time so far: the batch's time up to its last finished row (batch_wall_time)
-            info = {"size": size, "id": call_id, "wall_time": time.perf_counter() - t0}
-            row = sample_row(mode, idx, ex, res, answer, correct, sitting, batch=info)
-            _append_row(rows_path, row)
-            have[mode.name][ex.id] = row
-            count[0] += 1
-            if progress:
-                progress(count[0], total, mode.name)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aj-grade") as grader:
+        for mode in modes:
+            todo = [(idx, ex) for idx, ex in enumerate(examples) if ex.id not in have[mode.name]]
+            if not todo:
+                continue
+            size, call_id, t0 = min(batch, len(todo)), uuid.uuid4().hex[:12], time.perf_counter()
+            rows_path = out / f"{mode.file_stem}.jsonl"
+            pending: list[Future[None]] = []
 
-        engine.generate_batch(
-            [task.render_prompt(ex, engine.tokenizer) for _, ex in todo],
-            mode=mode.engine_mode,
-            judge=judges.get(mode.name),
-            k=settings.k,
-            max_new_tokens=settings.max_new_tokens,
-            stop_sequences=task.stop_sequences,
-            max_batch=size,
-            on_result=save,
-        )
+            def finished(i: int, res: Any, *, mode=mode, todo=todo, size=size, call_id=call_id, t0=t0,
+                         rows_path=rows_path, pending=pending) -> None:  # fmt: skip
+                # the call's wall time so far: the batch's time up to its last finished row (batch_wall_time)
+                info = {"size": size, "id": call_id, "wall_time": time.perf_counter() - t0}
+                idx, ex = todo[i]
+                pending.append(grader.submit(save, mode, idx, ex, res, info, rows_path))
+
+            try:
+                engine.generate_batch(
+                    [task.render_prompt(ex, engine.tokenizer) for _, ex in todo],
+                    mode=mode.engine_mode,
+                    judge=judges.get(mode.name),
+                    k=settings.k,
+                    max_new_tokens=settings.max_new_tokens,
+                    stop_sequences=task.stop_sequences,
+                    max_batch=size,
+                    on_result=finished,
+                )
+            finally:  # rows already decoded are graded and saved even when the decode fails
+                for f in pending:
+                    f.result()
 
 
 def load_mode_rows(out_dir: str | Path, mode: ModeSpec) -> list[dict[str, Any]]:

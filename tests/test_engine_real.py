@@ -116,9 +116,8 @@ def test_the_shipped_gsm8k_judge_loads_by_name_on_the_default_pair(monkeypatch):
     assert out.text.strip()
     # `aj run --judge auto` (the default) picks it for GSM8K on this pair, and mines for 8-shot prompts
     from autojudge.core.run.stages import auto_judge
-    from autojudge.plugins.math.gsm8k import GSM8K8ShotTask, GSM8KTask
-
     from autojudge.plugins.code.humaneval import HumanEvalTask
+    from autojudge.plugins.math.gsm8k import GSM8K8ShotTask, GSM8KTask
 
     assert auto_judge(GSM8KTask(), pair)[0] == "gsm8k"
     assert auto_judge(GSM8K8ShotTask(), pair)[0] is None

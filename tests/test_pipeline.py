@@ -480,6 +480,7 @@ def test_auto_judge_uses_the_tasks_shipped_judge_only_when_it_fits(pair, base_ru
     """`--judge auto` (the default): a task naming a shipped judge (`Task.shipped_judge`) that was trained for
     the loaded pair is evaluated without mining; with another pair, a missing artifact or `--judge mine`, the
     run mines and trains as before, and says why."""
+    from autojudge.core.run.stages import auto_judge
     from autojudge.plugins.toy import ToyArithmeticTask
 
     class ToyWithJudge(ToyArithmeticTask):
@@ -532,6 +533,11 @@ def test_auto_judge_uses_the_tasks_shipped_judge_only_when_it_fits(pair, base_ru
     lines.clear()
     s = run(tmp_path / "missing", pair, ToyWithJudge())
     assert s["mining"].get("skipped") is None and any("is not installed" in line for line in lines)
+    # a backend without the draft's hidden states (vLLM) passes over a judge that reads them (this one: dd+dt)
+    monkeypatch.setenv("AJ_SHIPPED_JUDGES", str(shipped))
+    name, note = auto_judge(ToyWithJudge(), pair, draft_hidden=False)
+    assert name is None and "cannot compute" in note
+    assert auto_judge(ToyWithJudge(), pair)[0] == "toyjudge"
     # --mined DIR with the default judge: the given labels are used, no shipped judge
     assert RunConfig(out=tmp_path / "y", mined=tmp_path, **settings).judge is None
 

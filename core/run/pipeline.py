@@ -259,7 +259,8 @@ class Pipeline:
             )  # fmt: skip
         self.pair = pair
         if config.judge == JUDGE_AUTO:
-            config.judge, note = auto_judge(task, pair)  # a shipped judge's name, or None: mine and train
+            # a shipped judge's name, or None: mine and train (vLLM cannot compute the draft's hidden states)
+            config.judge, note = auto_judge(task, pair, draft_hidden=config.backend != "vllm")
             self.log(f"judge: {note}" if config.judge else f"[yellow]judge: {note}[/]")
         self._created_root = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)

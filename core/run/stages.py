@@ -191,12 +191,13 @@ def given_judge_path(p: Pipeline) -> Path:
     return path
 
 
-def auto_judge(task: Any, pair: Any) -> tuple[str | None, str]:
+def auto_judge(task: Any, pair: Any, *, draft_hidden: bool = True) -> tuple[str | None, str]:
     """``--judge auto``: the name of ``task``'s shipped judge (``Task.shipped_judge``) when it is installed
     and was trained for ``pair`` (both fingerprints), else None (mine and train); and a line saying which.
 
     A shipped judge that is unreadable or fits other models is not an error here: the run mines instead
-    and the line says why (``--judge NAME`` insists, and fails with the reason).
+    and the line says why (``--judge NAME`` insists, and fails with the reason). ``draft_hidden=False``
+    (a backend that cannot compute the draft's hidden states: vLLM) passes over a judge that reads them.
     """
     from autojudge.judges.artifact import JudgeArtifactError, load_judge
     from autojudge.judges.shipped import find_shipped
@@ -214,6 +215,11 @@ def auto_judge(task: Any, pair: Any) -> tuple[str | None, str]:
         return (
             None,
             f"the shipped judge {name!r} does not fit this run ({e}): mining and training one in this run",
+        )
+    if not draft_hidden and "dd" in (shipped.meta.get("blocks") or []):
+        return None, (
+            f"the shipped judge {name!r} reads the draft's hidden states ({shipped.feature_set}), which this backend "
+            "cannot compute: mining and training one in this run"
         )
     return name, (
         f"using the shipped judge {name!r} ({shipped.labels or '?'} labels, task {shipped.task}); nothing is mined "

@@ -132,8 +132,10 @@ def test_sampling_requests_stay_lossless(setup):
     )
     mixed = venv.judge_stats()
     assert mixed["num_judge_accepted"] > alone["num_judge_accepted"]  # the greedy request got judge accepts
-    # with `always`, the greedy request's output is the draft's own greedy proposals + one target token per cycle
-    assert len(outs[0].outputs[0].token_ids) == 16
+    # with `always`, the greedy request's output is the draft's own greedy proposals + one target token per cycle:
+    # it runs to its budget unless an accepted draft token is EOS (seen once in CI: 14 tokens, finish "stop")
+    out = outs[0].outputs[0]
+    assert len(out.token_ids) == 16 or (out.finish_reason == "stop" and 0 < len(out.token_ids) < 16)
 
 
 def test_aj_decode_backend_vllm(setup):

@@ -307,6 +307,22 @@ def mode_key(base_key: Mapping[str, Any], mode: ModeSpec, judge_sha256: str | No
     )
 
 
+def graded_row(
+    task: Task,
+    mode: ModeSpec,
+    idx: int,
+    ex: Example,
+    res: Any,
+    sitting: str | None,
+    *,
+    batch: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The row of one decoded example: its answer extracted and graded by ``task`` (both decoding paths)."""
+    answer = task.extract_answer(res.text)
+    correct = answer is not None and bool(task.is_correct(answer, ex))
+    return sample_row(mode, idx, ex, res, answer, correct, sitting, batch=batch)
+
+
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -395,9 +411,7 @@ def evaluate_modes(
                 stop_sequences=task.stop_sequences,
                 reuse_cache=False,
             )
-            answer = task.extract_answer(res.text)
-            correct = answer is not None and bool(task.is_correct(answer, ex))
-            row = sample_row(mode, idx, ex, res, answer, correct, sitting, batch={"size": 1})
+            row = graded_row(task, mode, idx, ex, res, sitting, batch={"size": 1})
             _append_row(out / f"{mode.file_stem}.jsonl", row)
             have[mode.name][ex.id] = row
             done += 1
@@ -433,9 +447,7 @@ def _evaluate_batched(
     count = [done]  # rows done over all modes, for progress (touched by the worker thread only)
 
     def save(mode: ModeSpec, idx: int, ex: Example, res: Any, info: dict[str, Any], rows_path: Path) -> None:
-        answer = task.extract_answer(res.text)
-        correct = answer is not None and bool(task.is_correct(answer, ex))
-        row = sample_row(mode, idx, ex, res, answer, correct, sitting, batch=info)
+        row = graded_row(task, mode, idx, ex, res, sitting, batch=info)
         _append_row(rows_path, row)
         have[mode.name][ex.id] = row
         count[0] += 1

@@ -166,7 +166,7 @@ def _ints(value: str) -> tuple[int, ...]:
 @click.option(
     "--eval-batch",
     type=click.IntRange(1),
-    default=20,
+    default=50,
     show_default=True,
     help="Problems decoded at once per mode in validation and evaluation (transformers backend; "
     "1: one at a time). Rows are identical; tokens/s becomes a throughput figure.",

@@ -144,8 +144,9 @@ class RunConfig:
     resume: bool = False
     progress: bool = True
     # examples decoded at once per mode in select/evaluate (transformers backend: BatchedEngine;
-    # 1 = one at a time). Rows are identical for every value, so it is not part of the cache key.
-    eval_batch: int = 20
+    # 1 = one at a time). Rows are identical for every value in float32 (bfloat16: equal up to
+    # near-ties, see docs/run.md), so it is not part of the cache key.
+    eval_batch: int = 50
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -169,7 +169,8 @@ def _ints(value: str) -> tuple[int, ...]:
     default=50,
     show_default=True,
     help="Problems decoded at once per mode in validation and evaluation (transformers backend; "
-    "1: one at a time). Rows are identical; tokens/s becomes a throughput figure.",
+    "1: one at a time). Rows are identical in float32 (bfloat16: up to near-ties); tokens/s becomes "
+    "a throughput figure.",
 )
 def run(task_name, dataset, draft, target, mine_limit, val_limit, eval_limit, eval_split, thresholds, val_thresholds, top_k,
         max_accuracy_drop, max_new_tokens, k, dtype, quant, device, backend, features, target_recall, max_mismatches, mined, keep_truncated,

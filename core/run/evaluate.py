@@ -307,6 +307,19 @@ def mode_key(base_key: Mapping[str, Any], mode: ModeSpec, judge_sha256: str | No
     )
 
 
+def decode_kwargs(
+    task: Task, mode: ModeSpec, settings: EvalSettings, judges: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The decoding arguments of one mode, the same for the batch-1 and the batched path (their rows must agree)."""
+    return {
+        "mode": mode.engine_mode,
+        "judge": judges.get(mode.name),
+        "k": settings.k,
+        "max_new_tokens": settings.max_new_tokens,
+        "stop_sequences": task.stop_sequences,
+    }
+
+
 def graded_row(
     task: Task,
     mode: ModeSpec,
@@ -402,15 +415,7 @@ def evaluate_modes(
                 continue
             if prompt is None:
                 prompt = task.render_prompt(ex, engine.tokenizer)
-            res = engine.generate(
-                prompt,
-                mode=mode.engine_mode,
-                judge=judges.get(mode.name),
-                k=settings.k,
-                max_new_tokens=settings.max_new_tokens,
-                stop_sequences=task.stop_sequences,
-                reuse_cache=False,
-            )
+            res = engine.generate(prompt, **decode_kwargs(task, mode, settings, judges), reuse_cache=False)
             row = graded_row(task, mode, idx, ex, res, sitting, batch={"size": 1})
             _append_row(out / f"{mode.file_stem}.jsonl", row)
             have[mode.name][ex.id] = row
@@ -473,11 +478,7 @@ def _evaluate_batched(
             try:
                 engine.generate_batch(
                     [task.render_prompt(ex, engine.tokenizer) for _, ex in todo],
-                    mode=mode.engine_mode,
-                    judge=judges.get(mode.name),
-                    k=settings.k,
-                    max_new_tokens=settings.max_new_tokens,
-                    stop_sequences=task.stop_sequences,
+                    **decode_kwargs(task, mode, settings, judges),
                     max_batch=size,
                     on_result=finished,
                 )

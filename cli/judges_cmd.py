@@ -58,6 +58,11 @@ def list_judges(as_json: bool) -> None:
 @click.option(
     "--recall", default=0.9, show_default=True, help="Recall of important mismatches for the accept rate."
 )
+@click.option(
+    "--prompt-budget", default=0.02, show_default=True,
+    help="Answer level: the accept rate at the largest threshold that lets an important mismatch "
+    "through in at most this share of the prompts.",
+)  # fmt: skip
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--skip-incomplete", is_flag=True, help="Ignore shards of unfinished prompts (a running `aj mine`)."
@@ -72,10 +77,11 @@ def list_judges(as_json: bool) -> None:
     "--out", "out", type=click.Path(dir_okay=False), default=None, help="Write the study as JSON here."
 )
 def study(
-    mined: str, feature_sets: str, folds: int, bootstrap: int, fractions: str, recall: float, seed: int,
+    mined: str, feature_sets: str, folds: int, bootstrap: int, fractions: str, recall: float,
+    prompt_budget: float, seed: int,
     skip_incomplete: bool, keep_truncated: bool, include_unfinished: bool, out: str | None,
 ) -> None:  # fmt: skip
-    """How good a judge MINED buys: AUC per feature set (95% CI), accept rate at a recall, learning curve.
+    """How good a judge MINED buys: AUC per feature set (95% CI), accept rates per mismatch and per answer, learning curve.
 
     Cross-validation grouped by prompt, each fold trained like `aj train`; prints a Markdown table.
     """
@@ -89,7 +95,8 @@ def study(
         blocks = sorted({b for s in sets for b in parse_feature_set(s)})
         config = StudyConfig(
             feature_sets=sets, folds=folds, bootstrap=bootstrap,
-            fractions=tuple(float(f) for f in fractions.split(",") if f.strip()), recall=recall, seed=seed,
+            fractions=tuple(float(f) for f in fractions.split(",") if f.strip()), recall=recall,
+            prompt_budget=prompt_budget, seed=seed,
         )  # fmt: skip
         data = load_mined(mined, blocks, skip_incomplete=skip_incomplete, keep_truncated=keep_truncated,
                           include_unfinished=include_unfinished)  # fmt: skip

@@ -110,6 +110,57 @@ def threshold_for_recall(labels: np.ndarray, p_important: np.ndarray, target_rec
     return float(pos[max(k, 1) - 1])
 
 
+def prompts_with_important_accepted(
+    labels: np.ndarray, p_important: np.ndarray, prompt_ids: Sequence[Any], threshold: float
+) -> float:
+    """Share of prompts with at least one important mismatch accepted (``p < threshold``).
+
+    The answer-level view of a threshold: by its label, an important mismatch changed the
+    answer when the target finished after it, so a prompt counted here is one whose answer a
+    judged decode would likely change. Every prompt counts in the denominator, also those with
+    no important mismatch. Limit: labels come from one trajectory per prompt (the mined one),
+    while a judged decode, once it accepts a token, may meet other mismatches.
+    """
+    y, p = _check(labels, p_important)
+    pids = np.asarray(prompt_ids, dtype=object).ravel()
+    if pids.shape != y.shape:
+        raise ValueError(f"prompt ids {pids.shape} and labels {y.shape} differ in length")
+    leaking = {
+        q
+        for q, yy, pp in zip(pids.tolist(), y.tolist(), p.tolist(), strict=True)
+        if yy == 1 and pp < threshold
+    }
+    return len(leaking) / len(set(pids.tolist()))
+
+
+def threshold_for_prompt_budget(
+    labels: np.ndarray, p_important: np.ndarray, prompt_ids: Sequence[Any], budget: float
+) -> float:
+    """The largest threshold at which at most ``budget`` of the prompts accept an important mismatch.
+
+    Exact: with ``m_q`` the smallest probability among prompt ``q``'s important mismatches, a
+    threshold ``t`` lets prompt ``q`` through iff ``m_q < t``; allowing ``L = floor(budget * Q)``
+    of the ``Q`` prompts through gives ``t`` = the ``(L+1)``-th smallest ``m_q`` (ties may let
+    fewer through), or ``inf`` (accept everything) when at most ``L`` prompts have an important
+    mismatch at all. A per-answer calibration, as opposed to :func:`threshold_for_recall`'s
+    per-mismatch one: with several mismatches accepted per answer, a 90% recall per mismatch
+    lets far more than 10% of the answers through.
+    """
+    if not 0.0 <= budget <= 1.0:
+        raise ValueError(f"budget must be in [0, 1], got {budget}")
+    y, p = _check(labels, p_important)
+    pids = np.asarray(prompt_ids, dtype=object).ravel()
+    if pids.shape != y.shape:
+        raise ValueError(f"prompt ids {pids.shape} and labels {y.shape} differ in length")
+    smallest: dict[Any, float] = {}
+    for q, yy, pp in zip(pids.tolist(), y.tolist(), p.tolist(), strict=True):
+        if yy == 1:
+            smallest[q] = min(pp, smallest.get(q, math.inf))
+    allowed = math.floor(budget * len(set(pids.tolist())) + 1e-9)
+    m = sorted(smallest.values())
+    return math.inf if allowed >= len(m) else float(m[allowed])
+
+
 def pick_threshold_within_budget(
     accuracies: Mapping[float, float] | Sequence[tuple[float, float]],
     reference_accuracy: float,

@@ -8,6 +8,11 @@
 * the **accept rate at 90% recall**: the share of mismatches a judge could accept while
   still flagging 90% of the important ones (threshold set on the same out-of-fold scores,
   so it is the rate a calibrated judge reaches, not a held-out one), with its interval;
+* the **answer-level view** of a threshold: the share of prompts in which at least one
+  important mismatch is accepted at that 90%-recall threshold (a prompt whose answer a judged
+  decode would likely change), and the accept rate at the largest threshold that lets at most
+  ``prompt_budget`` (2%) of the prompts through (:func:`~autojudge.judges.calibrate.threshold_for_prompt_budget`),
+  both with intervals;
 * a **learning curve**: the same AUC when each training fold keeps only 10 / 25 / 50 / 100%
   of its prompts (test folds unchanged), so one can see whether more mining still pays.
 
@@ -29,7 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from autojudge.judges.calibrate import metrics_at, threshold_for_recall
+from autojudge.judges.calibrate import (
+    metrics_at,
+    prompts_with_important_accepted,
+    threshold_for_prompt_budget,
+    threshold_for_recall,
+)
 from autojudge.judges.dataset import MinedData, parse_feature_set, split_by_prompt_with_both_classes
 from autojudge.judges.train import TrainConfig, fit_feature_set
 
@@ -46,6 +56,7 @@ class StudyConfig:
     bootstrap: int = 1000
     fractions: tuple[float, ...] = CURVE_FRACTIONS
     recall: float = 0.9
+    prompt_budget: float = 0.02
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -56,6 +67,8 @@ class StudyConfig:
             raise ValueError(f"learning-curve fractions must be in (0, 1], got {self.fractions}")
         if not 0 < self.recall <= 1:
             raise ValueError(f"recall must be in (0, 1], got {self.recall}")
+        if not 0 <= self.prompt_budget <= 1:
+            raise ValueError(f"prompt budget must be in [0, 1], got {self.prompt_budget}")
 
 
 def grouped_folds(prompt_ids: np.ndarray, folds: int, seed: int = 0) -> list[np.ndarray]:
@@ -117,27 +130,56 @@ def _accept_at_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
     return float(metrics_at(y, p, threshold_for_recall(y, p, recall))["accept_rate"])
 
 
+def _answer_level(
+    y: np.ndarray, p: np.ndarray, pids: np.ndarray, recall: float, budget: float
+) -> dict[str, float]:
+    """Prompts letting an important mismatch through at the recall threshold; accept rate at the prompt budget."""
+    if y.sum() == 0:
+        return {"prompts_leaking_at_recall": float("nan"), "accept_at_prompt_budget": float("nan")}
+    leaking = prompts_with_important_accepted(y, p, pids, threshold_for_recall(y, p, recall))
+    t = threshold_for_prompt_budget(y, p, pids, budget)
+    return {
+        "prompts_leaking_at_recall": leaking,
+        "accept_at_prompt_budget": float(metrics_at(y, p, t)["accept_rate"]),
+    }
+
+
 def bootstrap_over_prompts(
-    y: np.ndarray, p: np.ndarray, prompt_ids: np.ndarray, n: int, seed: int, recall: float
+    y: np.ndarray,
+    p: np.ndarray,
+    prompt_ids: np.ndarray,
+    n: int,
+    seed: int,
+    recall: float,
+    prompt_budget: float = 0.02,
 ) -> dict[str, list[float] | None]:
-    """95% percentile intervals of AUC and accept-at-recall, resampling prompts with replacement."""
+    """95% percentile intervals of AUC, accept-at-recall and the answer-level figures, resampling prompts.
+
+    A prompt drawn twice counts as two prompts (each draw gets its own id).
+    """
+    keys = ("auc_ci95", "accept_ci95", "prompts_leaking_ci95", "accept_at_prompt_budget_ci95")
     if n <= 0:
-        return {"auc_ci95": None, "accept_ci95": None}
+        return dict.fromkeys(keys)
     groups: dict[Any, list[int]] = {}
     for i, q in enumerate(prompt_ids.tolist()):
         groups.setdefault(q, []).append(i)
     rows = [np.array(v) for v in groups.values()]
     rng = np.random.default_rng(seed)
-    aucs, accepts = [], []
+    aucs, accepts, leaks, budget_accepts = [], [], [], []
     for _ in range(n):
-        idx = np.concatenate([rows[j] for j in rng.integers(0, len(rows), len(rows))])
+        draws = rng.integers(0, len(rows), len(rows))
+        idx = np.concatenate([rows[j] for j in draws])
+        draw_ids = np.concatenate([np.full(len(rows[j]), i) for i, j in enumerate(draws)])
         yy, pp = y[idx], p[idx]
         if len(np.unique(yy)) < 2:
             continue
         aucs.append(_auc(yy, pp))
         accepts.append(_accept_at_recall(yy, pp, recall))
+        answer = _answer_level(yy, pp, draw_ids, recall, prompt_budget)
+        leaks.append(answer["prompts_leaking_at_recall"])
+        budget_accepts.append(answer["accept_at_prompt_budget"])
     ci = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None  # noqa: E731
-    return {"auc_ci95": ci(aucs), "accept_ci95": ci(accepts)}
+    return dict(zip(keys, (ci(aucs), ci(accepts), ci(leaks), ci(budget_accepts)), strict=True))
 
 
 def study_judges(data: MinedData, config: StudyConfig = StudyConfig()) -> dict[str, Any]:
@@ -164,10 +206,17 @@ def study_judges(data: MinedData, config: StudyConfig = StudyConfig()) -> dict[s
                 row.update(
                     auc=auc,
                     accept_at_recall=_accept_at_recall(y[ok], p[ok], config.recall),
+                    **_answer_level(y[ok], p[ok], pids[ok], config.recall, config.prompt_budget),
                     rows_scored=int(ok.sum()),
                     folds_skipped=skipped,
                     **bootstrap_over_prompts(
-                        y[ok], p[ok], pids[ok], config.bootstrap, config.seed, config.recall
+                        y[ok],
+                        p[ok],
+                        pids[ok],
+                        config.bootstrap,
+                        config.seed,
+                        config.recall,
+                        config.prompt_budget,
                     ),
                 )
         row["learning_curve"] = curve
@@ -182,6 +231,7 @@ def study_judges(data: MinedData, config: StudyConfig = StudyConfig()) -> dict[s
         "folds": config.folds,
         "bootstrap": config.bootstrap,
         "recall": config.recall,
+        "prompt_budget": config.prompt_budget,
         "fractions": list(config.fractions),
         "training_prompts_at_100": round(n_prompts * (config.folds - 1) / config.folds, 1),
         "feature_sets": rows,
@@ -205,7 +255,10 @@ def study_markdown(study: dict[str, Any]) -> str:
         f" ({study['excluded_truncated']} truncated labels excluded); {study['folds']}-fold cross-validation"
         f" grouped by prompt, {study['bootstrap']} bootstrap resamples of prompts.\n\n"
     )
+    budget = f"{study.get('prompt_budget', 0.02):.0%}"
     cols = ["feature set", "dims", "ROC-AUC", "95% CI", f"accept rate at {recall} recall", "95% CI"]
+    cols += [f"prompts with an important mismatch accepted, at {recall} recall", "95% CI"]
+    cols += [f"accept rate, <= {budget} of prompts with one", "95% CI"]
     cols += [f"AUC, {float(f):.0%} of prompts" for f in fracs]
     lines = [
         "| " + " | ".join(cols) + " |",
@@ -213,7 +266,9 @@ def study_markdown(study: dict[str, Any]) -> str:
     ]
     for r in study["feature_sets"]:
         cells = [f"`{r['feature_set']}`", str(r["dims"]), num(r["auc"]), ci(r["auc_ci95"]),
-                 num(r["accept_at_recall"]), ci(r["accept_ci95"])]  # fmt: skip
+                 num(r["accept_at_recall"]), ci(r["accept_ci95"]),
+                 num(r.get("prompts_leaking_at_recall")), ci(r.get("prompts_leaking_ci95")),
+                 num(r.get("accept_at_prompt_budget")), ci(r.get("accept_at_prompt_budget_ci95"))]  # fmt: skip
         for f in fracs:  # a point from fewer folds (training prompts of one class) says so
             skipped = r.get("learning_curve_folds_skipped", {}).get(f, 0)
             cell = num(r["learning_curve"].get(f))

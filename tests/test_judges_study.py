@@ -97,3 +97,42 @@ def test_aj_judges_study_cli(mined: Path, tmp_path: Path) -> None:
     assert [r["feature_set"] for r in study["feature_sets"]] == ["dt", "dd+dt"]
     bad = CliRunner().invoke(build_cli(), ["judges", "study", str(tmp_path)])
     assert bad.exit_code != 0 and "meta.json" in bad.output
+
+
+def test_answer_level_calibration_counts_prompts_not_mismatches() -> None:
+    from autojudge.judges.calibrate import prompts_with_important_accepted, threshold_for_prompt_budget
+
+    # four prompts; a, b, c have important mismatches whose smallest p is 0.3, 0.5, 0.7; d has none
+    pids = np.array(["a", "a", "a", "b", "b", "c", "c", "d", "d", "d"], dtype=object)
+    y = np.array([1, 1, 0, 1, 0, 1, 1, 0, 0, 0])
+    p = np.array([0.3, 0.9, 0.1, 0.5, 0.2, 0.8, 0.7, 0.1, 0.2, 0.4])
+    assert prompts_with_important_accepted(y, p, pids, 0.3) == 0.0  # accepts p < 0.3 only
+    assert prompts_with_important_accepted(y, p, pids, 0.31) == 0.25  # prompt a lets one through
+    assert prompts_with_important_accepted(y, p, pids, 0.75) == 0.75  # a, b, c: two of c's count once
+    assert threshold_for_prompt_budget(y, p, pids, 0.0) == 0.3  # nothing through
+    assert threshold_for_prompt_budget(y, p, pids, 0.25) == 0.5  # one prompt of four (a) through
+    assert threshold_for_prompt_budget(y, p, pids, 0.5) == 0.7
+    assert threshold_for_prompt_budget(y, p, pids, 0.75) == float("inf")  # a, b, c all may pass: accept all
+    for budget in (0.0, 0.25, 0.5):
+        t = threshold_for_prompt_budget(y, p, pids, budget)
+        assert prompts_with_important_accepted(y, p, pids, t) <= budget
+    # per mismatch, an 80% recall (threshold 0.5: rejects 0.9, 0.8, 0.7 and 0.5) lets prompt a through
+    from autojudge.judges.calibrate import threshold_for_recall
+
+    assert prompts_with_important_accepted(y, p, pids, threshold_for_recall(y, p, 0.8)) == 0.25
+    with pytest.raises(ValueError, match="budget"):
+        threshold_for_prompt_budget(y, p, pids, 1.5)
+
+
+def test_study_reports_the_answer_level_figures(mined: Path) -> None:
+    data = load_mined(mined, ("dt",))
+    study = study_judges(
+        data, StudyConfig(feature_sets=("dt",), folds=4, bootstrap=50, train=FAST, fractions=(1.0,))
+    )
+    r = study["feature_sets"][0]
+    assert 0 < r["prompts_leaking_at_recall"] <= 1
+    assert 0 <= r["accept_at_prompt_budget"] <= r["accept_at_recall"]  # a per-answer budget is stricter here
+    lo, hi = r["prompts_leaking_ci95"]
+    assert lo <= r["prompts_leaking_at_recall"] <= hi
+    assert study["prompt_budget"] == 0.02
+    assert "of prompts with one" in study_markdown(study)

@@ -15,8 +15,11 @@ from autojudge.core.run.evaluate import (
     aggregate_rows,
     build_modes,
     evaluate_modes,
+    key_file_matches,
+    load_mode_rows,
     make_judge,
     metrics_from_row,
+    mode_key,
     read_rows,
 )
 from autojudge.core.run.pipeline import select_threshold
@@ -171,6 +174,56 @@ def test_evaluate_rows_resume_and_cache_keys(engine, tmp_path):
     evaluate_modes(task, engine, examples, modes[:1], tmp_path, **{**kw, "base_key": {"x": 2}})
     assert engine.calls == ["ar"] * 3
     assert json.loads((tmp_path / "ar.key.json").read_text())["base"] == {"x": 2}
+
+
+def test_extending_the_examples_decodes_only_the_new_ones_and_keeps_other_rows(engine, tmp_path):
+    task = ToyArithmeticTask()
+    examples = task.load("test", limit=4)
+    modes = [ModeSpec("ar"), ModeSpec("sd")]
+    kw = dict(settings=EvalSettings(k=4, max_new_tokens=24), judges={}, base_key={"x": 1})
+    first = evaluate_modes(task, engine, examples[:2], modes, tmp_path, **kw)
+    engine.calls.clear()
+    more = evaluate_modes(task, engine, examples, modes, tmp_path, resume=True, **kw)
+    assert engine.calls == ["ar", "sd", "ar", "sd"]  # two new examples per mode, the first two kept
+    assert more["ar"][:2] == first["ar"]
+    # back to fewer examples: nothing decoded, only those rows returned, the others kept on disk
+    engine.calls.clear()
+    fewer = evaluate_modes(task, engine, examples[1:3], modes, tmp_path, **kw)
+    assert engine.calls == [] and [r["prompt_id"] for r in fewer["sd"]] == [e.id for e in examples[1:3]]
+    assert sorted(r["prompt_id"] for r in read_rows(tmp_path / "sd.jsonl")) == sorted(e.id for e in examples)
+    assert [r["prompt_id"] for r in load_mode_rows(tmp_path, modes[1], [examples[3].id])] == [examples[3].id]
+
+
+def test_a_key_file_that_held_the_example_ids_is_still_reused(engine, tmp_path):
+    """Run directories written before the key dropped the ids keep their rows (and a changed judge does not)."""
+    task = ToyArithmeticTask()
+    examples = task.load("test", limit=2)
+    mode = ModeSpec("sd")
+    kw = dict(settings=EvalSettings(k=4, max_new_tokens=24), judges={}, base_key={"x": 1})
+    evaluate_modes(task, engine, examples, [mode], tmp_path, **kw)
+    old_base = {"x": 1, "ids": [e.id for e in examples]}
+    legacy = {"key": mode_key(old_base, mode, None), "mode": mode.describe(), "base": old_base}
+    (tmp_path / "sd.key.json").write_text(json.dumps(legacy))
+    engine.calls.clear()
+    evaluate_modes(task, engine, examples, [mode], tmp_path, **kw)
+    assert engine.calls == []
+    assert json.loads((tmp_path / "sd.key.json").read_text())["key"] == mode_key({"x": 1}, mode, None)
+    judged = ModeSpec("judge", threshold=0.5)
+    assert key_file_matches(
+        {"key": mode_key(old_base, judged, "sha-a"), "base": old_base},
+        mode_key({"x": 1}, judged, "sha-a"),
+        judged,
+        "sha-a",
+    )
+    assert not key_file_matches(  # the rows came from another judge file
+        {"key": mode_key(old_base, judged, "sha-a"), "base": old_base},
+        mode_key({"x": 1}, judged, "sha-b"),
+        judged,
+        "sha-b",
+    )
+    assert not key_file_matches(  # other settings
+        {"key": mode_key(old_base, mode, None), "base": old_base}, mode_key({"x": 2}, mode, None), mode, None
+    )
 
 
 def test_evaluate_refuses_duplicate_ids(engine, tmp_path):

@@ -189,6 +189,23 @@ def test_resume_recomputes_only_deleted_rows(pair, base_run, tmp_path):
     assert sd.read_text().splitlines()[1:] != [] and len(read_rows(sd)) == 3
 
 
+def test_more_eval_problems_with_resume_decode_only_the_new_ones(pair, base_run, tmp_path):
+    """Figure 3 grows across sessions: --eval-limit 3 -> 5 with --resume decodes 2 problems per mode, and a
+    smaller limit reports only its problems (the other rows stay on disk)."""
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    n_modes = len(json.loads((base_run / "summary.json").read_text())["mode_order"])
+    summary, ran, calls = rerun(pair, out, eval_limit=5, resume=True)
+    assert ran == {"mine": False, "train": False, "select": False, "evaluate": True, "report": True}
+    assert len(calls) == 2 * n_modes
+    assert all(m["n"] == 5 for m in summary["modes"].values())
+    for f in sorted((base_run / "eval").glob("*.jsonl")):
+        assert read_rows(out / "eval" / f.name)[:3] == read_rows(f), f.name  # the first 3 rows untouched
+    summary, ran, calls = rerun(pair, out, eval_limit=2)
+    assert calls == [] and all(m["n"] == 2 for m in summary["modes"].values())
+    assert len(read_rows(out / "eval" / "ar.jsonl")) == 5
+
+
 def test_an_interrupted_stage_needs_resume(pair, base_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(base_run, out)

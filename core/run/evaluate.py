@@ -8,11 +8,14 @@ example (all modes of an example run back to back, so machine noise spreads
 evenly over modes), and appends one JSON row per (mode, example) to
 ``DIR/<mode>.jsonl`` as soon as it is computed.
 
-Rows are cached per mode under a key (task, examples, models, decoding
-settings, judge artifact contents, mode): a mode file whose key matches and
-that holds every example is reused as is; with ``resume=True`` a matching but
-incomplete file is continued (only the missing examples are decoded). A
-truncated last line (a crash mid-write) is dropped.
+Rows are cached per mode under a key (task, models, decoding settings, judge
+artifact contents, mode; not the list of examples: a row is one example's and
+names it): a mode file whose key matches and that holds every example is reused
+as is; with ``resume=True`` a matching but incomplete file is continued (only the
+missing examples are decoded), so a run extended from 100 to 300 problems decodes
+200. Rows of examples outside the current list stay in the file, unused. A
+truncated last line (a crash mid-write) is dropped. A key file written when the
+key still held the example ids (before 0.2.0) is recognised and its rows kept.
 
 :func:`aggregate_rows` / :func:`aggregate_modes` recompute everything from the
 rows: accuracy, its delta vs target-only in points, ``mean_acceptance_length``
@@ -307,6 +310,24 @@ def mode_key(base_key: Mapping[str, Any], mode: ModeSpec, judge_sha256: str | No
     )
 
 
+def key_file_matches(key_file: Mapping[str, Any], key: str, mode: ModeSpec, judge_sha256: str | None) -> bool:
+    """Whether the rows under a ``.key.json`` were decoded with the inputs of ``key``.
+
+    Before 0.2.0 the key also held the list of example ids (``base["ids"]``), so extending a run
+    re-decoded everything. Such a file still matches when its stored key is what its stored base
+    hashes to with this mode and judge (it was written with these very inputs) and that base,
+    without the ids, gives ``key``.
+    """
+    if key_file.get("key") == key:
+        return True
+    base = key_file.get("base")
+    if not isinstance(base, dict) or "ids" not in base:
+        return False
+    if mode_key(base, mode, judge_sha256) != key_file.get("key"):
+        return False
+    return mode_key({k: v for k, v in base.items() if k != "ids"}, mode, judge_sha256) == key
+
+
 def decode_kwargs(
     task: Task, mode: ModeSpec, settings: EvalSettings, judges: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -385,15 +406,20 @@ def evaluate_modes(
     for mode in modes:
         key = mode_key(base_key, mode, judge_sha256)
         rows_path, key_path = out / f"{mode.file_stem}.jsonl", out / f"{mode.file_stem}.key.json"
-        old_key = json.loads(key_path.read_text())["key"] if key_path.is_file() else None
-        rows = read_rows(rows_path) if old_key == key else []
-        by_id: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            if r.get("prompt_id") in ids and r.get("mode") == mode.name:
-                by_id.setdefault(r["prompt_id"], r)
+        reusable = key_path.is_file() and key_file_matches(
+            json.loads(key_path.read_text()), key, mode, judge_sha256
+        )
+        kept: dict[str, dict[str, Any]] = {}  # every example's row in the file, also those not evaluated now
+        for r in read_rows(rows_path) if reusable else []:
+            if r.get("mode") == mode.name and isinstance(r.get("prompt_id"), str):
+                kept.setdefault(r["prompt_id"], r)
+        by_id = {i: kept[i] for i in ids if i in kept}
         if len(by_id) < len(ids) and not resume:
-            by_id = {}  # an incomplete file is only continued with resume=True
-        _write_rows(rows_path, [by_id[i] for i in ids if i in by_id])
+            by_id, kept = {}, {}  # an incomplete file is only continued with resume=True
+        wanted = set(ids)
+        _write_rows(
+            rows_path, [by_id[i] for i in ids if i in by_id] + [r for i, r in kept.items() if i not in wanted]
+        )
         key_path.write_text(
             json.dumps({"key": key, "mode": mode.describe(), "base": dict(base_key)}, default=str) + "\n"
         )
@@ -487,13 +513,21 @@ def _evaluate_batched(
                     f.result()
 
 
-def load_mode_rows(out_dir: str | Path, mode: ModeSpec) -> list[dict[str, Any]]:
-    """``mode``'s rows in problem order (batched decoding appends them in finishing order)."""
-    return sorted(read_rows(Path(out_dir) / f"{mode.file_stem}.jsonl"), key=lambda r: r.get("index", 0))
+def load_mode_rows(
+    out_dir: str | Path, mode: ModeSpec, ids: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """``mode``'s rows in problem order (batched decoding appends them in finishing order); with ``ids``,
+    only those examples' rows (a file may hold rows of examples a larger earlier run evaluated)."""
+    rows = read_rows(Path(out_dir) / f"{mode.file_stem}.jsonl")
+    if ids is not None:
+        wanted = set(ids)
+        rows = [r for r in rows if r.get("prompt_id") in wanted]
+    return sorted(rows, key=lambda r: r.get("index", 0))
 
 
 def mode_complete(out_dir: str | Path, mode: ModeSpec, ids: Sequence[str], key: str) -> bool:
-    """True when ``mode``'s file has ``key`` and one row for every id."""
+    """True when ``mode``'s file has ``key`` (exactly: an older key file makes its stage run once more, which
+    rewrites it and decodes nothing new) and one row for every id."""
     out = Path(out_dir)
     key_path = out / f"{mode.file_stem}.key.json"
     if not key_path.is_file() or json.loads(key_path.read_text()).get("key") != key:

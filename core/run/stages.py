@@ -385,8 +385,10 @@ class DecodingStage(Stage):
     def examples(self, p: Pipeline) -> list[Any]: ...
 
     def base_key(self, p: Pipeline, examples: list[Any]) -> dict[str, Any]:
-        return {"which": self.which, "task": p.task_info(), "ids": [e.id for e in examples],
-                "models": p.models_key(), **p.eval_settings().as_dict(), **p.backend_key()}  # fmt: skip
+        """The rows' cache key inputs. Not the example ids: each row names its example, so a run extended
+        to more problems (``--eval-limit``, with ``--resume``) decodes only the new ones."""
+        return {"which": self.which, "task": p.task_info(), "models": p.models_key(),
+                **p.eval_settings().as_dict(), **p.backend_key()}  # fmt: skip
 
     def decode(
         self, p: Pipeline, modes: list[ModeSpec], examples: list[Any], resume: bool
@@ -638,7 +640,8 @@ class ReportStage(Stage):
 
     def run(self, p: Pipeline, resume: bool) -> dict[str, Any]:
         modes = eval_modes(p)
-        rows = {m.name: load_mode_rows(p.eval_dir, m) for m in modes}
+        ids = [e.id for e in EvaluateStage().examples(p)]
+        rows = {m.name: load_mode_rows(p.eval_dir, m, ids) for m in modes}
         record = lambda s: p.state.get(s) or {}  # noqa: E731
         summary = build_summary(
             task=p.task.name,

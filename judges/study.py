@@ -131,16 +131,32 @@ def _accept_at_recall(y: np.ndarray, p: np.ndarray, recall: float) -> float:
 
 
 def _answer_level(
-    y: np.ndarray, p: np.ndarray, pids: np.ndarray, recall: float, budget: float
+    y: np.ndarray,
+    p: np.ndarray,
+    pids: np.ndarray,
+    recall: float,
+    budget: float,
+    harmful: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Prompts letting an important mismatch through at the recall threshold; accept rate at the prompt budget."""
+    """At the recall threshold, the prompts letting an important (and a harmful) mismatch through;
+    the accept rate at the prompt budget. NaN where a figure is undefined (no important rows; no
+    harmful row, or correctness not recorded)."""
+    nan = float("nan")
     if y.sum() == 0:
-        return {"prompts_leaking_at_recall": float("nan"), "accept_at_prompt_budget": float("nan")}
-    leaking = prompts_with_important_accepted(y, p, pids, threshold_for_recall(y, p, recall))
-    t = threshold_for_prompt_budget(y, p, pids, budget)
+        return {
+            "prompts_leaking_at_recall": nan,
+            "accept_at_prompt_budget": nan,
+            "prompts_harmed_at_recall": nan,
+        }
+    t_recall = threshold_for_recall(y, p, recall)
+    harmed = nan
+    if harmful is not None and harmful.any():
+        harmed = prompts_with_important_accepted(harmful.astype(np.int64), p, pids, t_recall)
+    t_budget = threshold_for_prompt_budget(y, p, pids, budget)
     return {
-        "prompts_leaking_at_recall": leaking,
-        "accept_at_prompt_budget": float(metrics_at(y, p, t)["accept_rate"]),
+        "prompts_leaking_at_recall": prompts_with_important_accepted(y, p, pids, t_recall),
+        "accept_at_prompt_budget": float(metrics_at(y, p, t_budget)["accept_rate"]),
+        "prompts_harmed_at_recall": harmed,
     }
 
 
@@ -152,12 +168,19 @@ def bootstrap_over_prompts(
     seed: int,
     recall: float,
     prompt_budget: float = 0.02,
+    harmful: np.ndarray | None = None,
 ) -> dict[str, list[float] | None]:
     """95% percentile intervals of AUC, accept-at-recall and the answer-level figures, resampling prompts.
 
     A prompt drawn twice counts as two prompts (each draw gets its own id).
     """
-    keys = ("auc_ci95", "accept_ci95", "prompts_leaking_ci95", "accept_at_prompt_budget_ci95")
+    keys = (
+        "auc_ci95",
+        "accept_ci95",
+        "prompts_leaking_ci95",
+        "accept_at_prompt_budget_ci95",
+        "prompts_harmed_ci95",
+    )
     if n <= 0:
         return dict.fromkeys(keys)
     groups: dict[Any, list[int]] = {}
@@ -165,7 +188,7 @@ def bootstrap_over_prompts(
         groups.setdefault(q, []).append(i)
     rows = [np.array(v) for v in groups.values()]
     rng = np.random.default_rng(seed)
-    aucs, accepts, leaks, budget_accepts = [], [], [], []
+    series: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(n):
         draws = rng.integers(0, len(rows), len(rows))
         idx = np.concatenate([rows[j] for j in draws])
@@ -173,13 +196,16 @@ def bootstrap_over_prompts(
         yy, pp = y[idx], p[idx]
         if len(np.unique(yy)) < 2:
             continue
-        aucs.append(_auc(yy, pp))
-        accepts.append(_accept_at_recall(yy, pp, recall))
-        answer = _answer_level(yy, pp, draw_ids, recall, prompt_budget)
-        leaks.append(answer["prompts_leaking_at_recall"])
-        budget_accepts.append(answer["accept_at_prompt_budget"])
+        answer = _answer_level(
+            yy, pp, draw_ids, recall, prompt_budget, None if harmful is None else harmful[idx]
+        )
+        values = (_auc(yy, pp), _accept_at_recall(yy, pp, recall), answer["prompts_leaking_at_recall"],
+                  answer["accept_at_prompt_budget"], answer["prompts_harmed_at_recall"])  # fmt: skip
+        for k, v in zip(keys, values, strict=True):
+            if not np.isnan(v):
+                series[k].append(v)
     ci = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None  # noqa: E731
-    return dict(zip(keys, (ci(aucs), ci(accepts), ci(leaks), ci(budget_accepts)), strict=True))
+    return {k: ci(v) for k, v in series.items()}
 
 
 def study_judges(data: MinedData, config: StudyConfig = StudyConfig()) -> dict[str, Any]:
@@ -187,6 +213,7 @@ def study_judges(data: MinedData, config: StudyConfig = StudyConfig()) -> dict[s
     t0 = time.perf_counter()
     y = np.asarray(data.labels).astype(np.int64)
     pids = np.asarray(data.prompt_ids)
+    harm = data.harmful if data.harmful is not None else np.zeros(len(y), dtype=bool)  # all False: no figure
     folds = grouped_folds(pids, config.folds, config.seed)
     rows = []
     for name in config.feature_sets:
@@ -206,7 +233,7 @@ def study_judges(data: MinedData, config: StudyConfig = StudyConfig()) -> dict[s
                 row.update(
                     auc=auc,
                     accept_at_recall=_accept_at_recall(y[ok], p[ok], config.recall),
-                    **_answer_level(y[ok], p[ok], pids[ok], config.recall, config.prompt_budget),
+                    **_answer_level(y[ok], p[ok], pids[ok], config.recall, config.prompt_budget, harm[ok]),
                     rows_scored=int(ok.sum()),
                     folds_skipped=skipped,
                     **bootstrap_over_prompts(
@@ -217,6 +244,7 @@ def study_judges(data: MinedData, config: StudyConfig = StudyConfig()) -> dict[s
                         config.seed,
                         config.recall,
                         config.prompt_budget,
+                        harm[ok],
                     ),
                 )
         row["learning_curve"] = curve
@@ -258,7 +286,8 @@ def study_markdown(study: dict[str, Any]) -> str:
     budget = f"{study.get('prompt_budget', 0.02):.0%}"
     cols = ["feature set", "dims", "ROC-AUC", "95% CI", f"accept rate at {recall} recall", "95% CI"]
     cols += [f"prompts with an important mismatch accepted, at {recall} recall", "95% CI"]
-    cols += [f"accept rate, <= {budget} of prompts with one", "95% CI"]
+    cols += [f"prompts with a harmful mismatch accepted, at {recall} recall", "95% CI"]
+    cols += [f"accept rate, <= {budget} of prompts with an important one", "95% CI"]
     cols += [f"AUC, {float(f):.0%} of prompts" for f in fracs]
     lines = [
         "| " + " | ".join(cols) + " |",
@@ -268,6 +297,7 @@ def study_markdown(study: dict[str, Any]) -> str:
         cells = [f"`{r['feature_set']}`", str(r["dims"]), num(r["auc"]), ci(r["auc_ci95"]),
                  num(r["accept_at_recall"]), ci(r["accept_ci95"]),
                  num(r.get("prompts_leaking_at_recall")), ci(r.get("prompts_leaking_ci95")),
+                 num(r.get("prompts_harmed_at_recall")), ci(r.get("prompts_harmed_ci95")),
                  num(r.get("accept_at_prompt_budget")), ci(r.get("accept_at_prompt_budget_ci95"))]  # fmt: skip
         for f in fracs:  # a point from fewer folds (training prompts of one class) says so
             skipped = r.get("learning_curve_folds_skipped", {}).get(f, 0)

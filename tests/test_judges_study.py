@@ -122,6 +122,14 @@ def test_answer_level_calibration_counts_prompts_not_mismatches() -> None:
     assert prompts_with_important_accepted(y, p, pids, threshold_for_recall(y, p, 0.8)) == 0.25
     with pytest.raises(ValueError, match="budget"):
         threshold_for_prompt_budget(y, p, pids, 1.5)
+    # harmful = the important swaps that broke a correct answer: here only prompt c's (b's answer was wrong)
+    from autojudge.judges.study import _answer_level
+
+    harmful = np.array([0, 0, 0, 0, 0, 1, 1, 0, 0, 0], dtype=bool)
+    at = _answer_level(y, p, pids, 0.8, 0.25, harmful)  # recall 0.8: threshold 0.5
+    assert at["prompts_leaking_at_recall"] == 0.25 and at["prompts_harmed_at_recall"] == 0.0
+    assert _answer_level(y, p, pids, 0.2, 0.25, harmful)["prompts_harmed_at_recall"] == 0.25  # threshold 0.9
+    assert np.isnan(_answer_level(y, p, pids, 0.2, 0.25, None)["prompts_harmed_at_recall"])
 
 
 def test_study_reports_the_answer_level_figures(mined: Path) -> None:
@@ -135,4 +143,7 @@ def test_study_reports_the_answer_level_figures(mined: Path) -> None:
     lo, hi = r["prompts_leaking_ci95"]
     assert lo <= r["prompts_leaking_at_recall"] <= hi
     assert study["prompt_budget"] == 0.02
-    assert "of prompts with one" in study_markdown(study)
+    # the synthetic rows: every original answer correct, every important swap breaks it
+    assert data.harmful is not None and (data.harmful == data.labels.astype(bool)).all()
+    assert r["prompts_harmed_at_recall"] == r["prompts_leaking_at_recall"]
+    assert "of prompts with an important one" in study_markdown(study)

@@ -93,7 +93,10 @@ class MinedArrays:
     ``positions`` ``[N]`` int64 (``-1`` when a row has none); ``draft_rank`` is the
     optional ``[N]`` int32 rank of the draft token in the target's logits (``None``
     when a shard lacks it); ``shards`` the shard names read; ``truncated`` ``[N]`` bool
-    marks rows whose rollout hit its token budget (False for rows mined before the flag existed).
+    marks rows whose rollout hit its token budget (False for rows mined before the flag existed);
+    ``harmful`` ``[N]`` bool marks swaps that turned a correct original answer into a wrong one
+    (``correct_original`` true, ``correct_alternative`` false; ``None`` when a row lacks either, e.g.
+    a task without reference answers): the mismatches that cost accuracy.
     """
 
     meta: dict[str, Any]
@@ -104,6 +107,7 @@ class MinedArrays:
     draft_rank: np.ndarray | None = None
     shards: list[str] = field(default_factory=list)
     truncated: np.ndarray | None = None
+    harmful: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -123,7 +127,16 @@ class MinedArrays:
         )
         out.draft_rank = None if self.draft_rank is None else self.draft_rank[keep]
         out.truncated = self.truncated[keep]
+        out.harmful = None if self.harmful is None else self.harmful[keep]
         return out, int((~keep).sum())
+
+
+def _harmful(row: dict[str, Any]) -> bool | None:
+    """Whether a row's swap made a correct answer wrong; ``None`` when its correctness is not recorded."""
+    before, after = row.get("correct_original"), row.get("correct_alternative")
+    if before is None or after is None:
+        return None
+    return bool(before) and not bool(after)
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -390,7 +403,7 @@ class MinedStore:
                 raise
             stems = []
         parts: dict[str, list[np.ndarray]] = {b: [] for b in blocks}
-        labels, ranks, pids, positions, truncated = [], [], [], [], []
+        labels, ranks, pids, positions, truncated, harmful = [], [], [], [], [], []
         for feats, label, rank, rows in [self.read_shard(stem, blocks, dims) for stem in stems] + unfinished:
             for b in blocks:
                 parts[b].append(feats[b])
@@ -399,6 +412,7 @@ class MinedStore:
             pids.extend(str(r["prompt_id"]) for r in rows)
             positions.extend(int(r.get("position", -1)) for r in rows)
             truncated.extend(bool(r.get("truncated", False)) for r in rows)
+            harmful.extend(_harmful(r) for r in rows)
         if sum(len(x) for x in labels) == 0:
             raise MinedDataError(f"{self.root}: the shards hold no labelled mismatches")
         return MinedArrays(
@@ -410,6 +424,7 @@ class MinedStore:
             draft_rank=np.concatenate(ranks) if all(r is not None for r in ranks) else None,
             shards=[s.name for s in stems] + [f"partial/{rows[0]['prompt_id']}" for *_, rows in unfinished],
             truncated=np.array(truncated, dtype=bool),
+            harmful=None if None in harmful else np.array(harmful, dtype=bool),
         )
 
     # -- packing --------------------------------------------------------------------------

@@ -12,7 +12,11 @@
   important mismatch is accepted at that 90%-recall threshold (a prompt whose answer a judged
   decode would likely change), and the accept rate at the largest threshold that lets at most
   ``prompt_budget`` (2%) of the prompts through (:func:`~autojudge.judges.calibrate.threshold_for_prompt_budget`),
-  both with intervals;
+  both with intervals; and, where the rows record correctness (``MinedArrays.harmful``), the share
+  of prompts with a *harmful* mismatch (its swap made a correct answer wrong) accepted at that
+  threshold: the offline estimate of the accuracy the threshold costs. The pooled AUC mixes
+  ranking mismatches within a prompt with telling prompts the target gets wrong (where most swaps
+  change the answer, at no cost in accuracy) from those it gets right; this column does not;
 * a **learning curve**: the same AUC when each training fold keeps only 10 / 25 / 50 / 100%
   of its prompts (test folds unchanged), so one can see whether more mining still pays.
 

@@ -384,7 +384,7 @@ class DecodingStage(Stage):
     @abstractmethod
     def examples(self, p: Pipeline) -> list[Any]: ...
 
-    def base_key(self, p: Pipeline, examples: list[Any]) -> dict[str, Any]:
+    def base_key(self, p: Pipeline) -> dict[str, Any]:
         """The rows' cache key inputs. Not the example ids: each row names its example, so a run extended
         to more problems (``--eval-limit``, with ``--resume``) decodes only the new ones."""
         return {"which": self.which, "task": p.task_info(), "models": p.models_key(),
@@ -399,12 +399,12 @@ class DecodingStage(Stage):
         with DecodeProgress(p.cfg.progress, self.which, len(examples) * len(modes), batch=batch) as update:
             return evaluate_modes(
                 p.task, p.engine(), examples, modes, self.directory(p), settings=p.eval_settings(), judges=judges,
-                base_key=self.base_key(p, examples), judge_sha256=sha, resume=resume, progress=update,
+                base_key=self.base_key(p), judge_sha256=sha, resume=resume, progress=update,
                 sitting=p.sitting, batch=p.cfg.eval_batch, batch_engine=p.batched_engine(),
             )  # fmt: skip
 
     def rows_complete(self, p: Pipeline, modes: list[ModeSpec], examples: list[Any]) -> bool:
-        base = self.base_key(p, examples)
+        base = self.base_key(p)
         sha = file_sha256(p.judge_path) if p.has_judge() else None
         ids = [e.id for e in examples]
         return all(mode_complete(self.directory(p), m, ids, mode_key(base, m, sha)) for m in modes)

@@ -55,6 +55,17 @@ def _check(labels: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
+def _check_grouped(
+    labels: np.ndarray, p: np.ndarray, prompt_ids: Sequence[Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_check` plus the rows' prompt ids (one per row)."""
+    y, p = _check(labels, p)
+    pids = np.asarray(prompt_ids, dtype=object).ravel()
+    if pids.shape != y.shape:
+        raise ValueError(f"prompt ids {pids.shape} and labels {y.shape} differ in length")
+    return y, p, pids
+
+
 def metrics_at(labels: np.ndarray, p_important: np.ndarray, threshold: float) -> dict[str, float]:
     """Recall/precision of the important class and accept rate at one threshold."""
     y, p = _check(labels, p_important)
@@ -121,10 +132,7 @@ def prompts_with_important_accepted(
     no important mismatch. Limit: labels come from one trajectory per prompt (the mined one),
     while a judged decode, once it accepts a token, may meet other mismatches.
     """
-    y, p = _check(labels, p_important)
-    pids = np.asarray(prompt_ids, dtype=object).ravel()
-    if pids.shape != y.shape:
-        raise ValueError(f"prompt ids {pids.shape} and labels {y.shape} differ in length")
+    y, p, pids = _check_grouped(labels, p_important, prompt_ids)
     leaking = {
         q
         for q, yy, pp in zip(pids.tolist(), y.tolist(), p.tolist(), strict=True)
@@ -148,10 +156,7 @@ def threshold_for_prompt_budget(
     """
     if not 0.0 <= budget <= 1.0:
         raise ValueError(f"budget must be in [0, 1], got {budget}")
-    y, p = _check(labels, p_important)
-    pids = np.asarray(prompt_ids, dtype=object).ravel()
-    if pids.shape != y.shape:
-        raise ValueError(f"prompt ids {pids.shape} and labels {y.shape} differ in length")
+    y, p, pids = _check_grouped(labels, p_important, prompt_ids)
     smallest: dict[Any, float] = {}
     for q, yy, pp in zip(pids.tolist(), y.tolist(), p.tolist(), strict=True):
         if yy == 1:

@@ -73,7 +73,7 @@ def test_a_prompt_resumes_from_its_latest_label(pair, tmp_path):
 
 
 @pytest.mark.parametrize("driver", ["sequential", "batched"])
-def test_mine_task_stopped_mid_prompt_then_resumed_equals_one_run(pair, tmp_path, driver):
+def test_mine_task_stopped_mid_prompt_then_resumed_equals_one_run(pair, tmp_path, driver, capsys):
     cfg = MiningConfig(max_new_tokens=MAX_NEW, inflight=2 if driver == "batched" else 1)
     kw = dict(limit=LIMIT, config=cfg, progress=False, driver=driver)
     clean_task = _CountingTask()
@@ -92,8 +92,13 @@ def test_mine_task_stopped_mid_prompt_then_resumed_equals_one_run(pair, tmp_path
     with_partial = read_mined(stopped, ("dt", "x"), include_unfinished=True)
     assert with_partial.n == finished + waiting["labels_unfinished"]
     assert any(name.startswith("partial/") for name in with_partial.shards)
+    before = finished + waiting["labels_unfinished"]
     second = _CountingTask()
-    summary = mine_task(second, pair, stopped, resume=True, **kw)
+    summary = mine_task(second, pair, stopped, resume=True, **{**kw, "progress": True})
+    # the progress line counts the directory's labels: the carried-over ones once, the new ones as "+N"
+    last = [line for line in capsys.readouterr().err.splitlines() if "labels " in line][-1]
+    on_disk = summary["labels"] + summary["labels_unfinished"]
+    assert f"labels {on_disk} (+{on_disk - before} in this run)" in last, last
     # at most the check that was running in each in-flight prompt is repeated (not whole prompts)
     assert (first.calls - 1) + second.calls <= total + cfg.inflight
     rows_s, t_s = mined_content(stopped)

@@ -22,7 +22,7 @@ import torch
 from autojudge.core import __version__
 from autojudge.core.backends import check_backend
 from autojudge.core.mining.pipelined import PipelinedMiner
-from autojudge.core.mining.steps import Miner, MiningConfig
+from autojudge.core.mining.steps import Journal, Miner, MiningConfig, PromptProgress
 from autojudge.core.mining.store import MinedStore
 from autojudge.core.progress import ProgressLine
 from autojudge.core.task import Task
@@ -101,8 +101,14 @@ def mine_task(
         raise ValueError(f"unknown mining driver {driver!r}; use one of {', '.join(DRIVERS)}")
     if config.naive or config.inflight == 1:
         driver = "sequential"
-    counter = _LabelCounter()
-    journal = store.journal()  # unfinished prompts save their labels as they come; resume continues them
+    waiting = store.unfinished_counts()
+    finished_rows = store.label_rows()
+    counter = _LabelCounter(
+        labels_before=len(finished_rows) + waiting["labels_unfinished"],
+        important_before=sum(int(r["label"]) for r in finished_rows) + waiting["important_unfinished"],
+    )
+    # unfinished prompts save their labels as they come (resume continues them); the counter sees each one
+    journal = _CountingJournal(store.journal(), counter)
     args = (task, pair.target.model, pair.draft.model, pair.tokenizer, config)
     closer = None
     if backend == "vllm":
@@ -145,40 +151,71 @@ def mine_task(
 
 
 class _LabelCounter:
-    """Mining progress: prompts done (the bar's count and ETA) and labels decided (its note).
+    """Mining progress: prompts done (the bar's count and ETA) and labels in the directory (its note).
 
-    With the pipelined driver a label counts as soon as its answer check returns (the
-    ``check_done`` events of a prompt after its first, which checks the original answer);
-    otherwise when its prompt is written.
+    A label counts when it is decided: the journal saves every label of an unfinished prompt
+    (:class:`_CountingJournal` reports it here). Labels a resumed prompt carried over from an earlier
+    run are already in ``labels_before`` (what the directory held at the start) and are not counted
+    again, so ``labels`` is the directory's total and ``+N`` what this run added.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, labels_before: int = 0, important_before: int = 0) -> None:
         self.bar: ProgressLine | None = None
-        self.prompts = self.labels = self.important = 0
-        self.checks: dict[int, int] = {}  # checks returned per in-flight prompt
+        self.prompts = 0
+        self.labels_before, self.important_before = labels_before, important_before
+        self.labels = self.important = 0  # decided in this run
+        self.seen: dict[int, int] = {}  # records of each in-flight prompt counted so far (restored ones too)
         self.rollouts = 0  # rollouts running now
 
     def note(self) -> str:
-        live = sum(max(0, n - 1) for n in self.checks.values())
-        rate = f"{self.important / self.labels:.0%}" if self.labels else "-"
-        return f"labels {self.labels + live} | important {rate} | {self.rollouts} rollouts running"
+        total, important = self.labels_before + self.labels, self.important_before + self.important
+        rate = f"{important / total:.0%}" if total else "-"
+        new = f" (+{self.labels} in this run)" if self.labels_before else ""
+        return f"labels {total}{new} | important {rate} | {self.rollouts} rollouts running"
+
+    def restored(self, index: int, records: int) -> None:
+        """Prompt ``index`` resumes with ``records`` labels of an earlier run (counted in ``labels_before``)."""
+        self.seen[index] = records
+
+    def records(self, index: int, records: list[Any]) -> None:
+        """Prompt ``index`` now holds ``records``: count the ones not seen before."""
+        new = records[self.seen.get(index, 0) :]
+        self.labels += len(new)
+        self.important += sum(int(r.label) for r in new)
+        self.seen[index] = len(records)
+        self._refresh()
 
     def event(self, kind: str, index: int) -> None:
         """Every driver event refreshes the line (plain lines are throttled, ``AJ_PROGRESS_EVERY``),
         so a long first response or rollout still shows the run is alive."""
-        if kind == "check_done":
-            self.checks[index] = self.checks.get(index, 0) + 1
-        elif kind == "rollout_start":
+        if kind == "rollout_start":
             self.rollouts += 1
         elif kind == "rollout_end":
             self.rollouts = max(0, self.rollouts - 1)
+        self._refresh()
+
+    def prompt_done(self, res: Any) -> None:
+        self.records(res.index, res.records)  # a label the journal did not see (none, normally)
+        self.seen.pop(res.index, None)
+        self.prompts += 1
+        self._refresh()
+
+    def _refresh(self) -> None:
         if self.bar is not None:
             self.bar.update(self.prompts, note=self.note())
 
-    def prompt_done(self, res: Any) -> None:
-        self.checks.pop(res.index, None)
-        self.prompts += 1
-        self.labels += len(res.records)
-        self.important += sum(r.label for r in res.records)
-        if self.bar is not None:
-            self.bar.update(self.prompts, note=self.note())
+
+class _CountingJournal:
+    """The store's journal, telling ``counter`` of each prompt's restored and newly saved labels."""
+
+    def __init__(self, inner: Journal, counter: _LabelCounter) -> None:
+        self.inner, self.counter = inner, counter
+
+    def load(self, index: int, prompt_id: str) -> PromptProgress | None:
+        saved = self.inner.load(index, prompt_id)
+        self.counter.restored(index, len(saved.records) if saved is not None else 0)
+        return saved
+
+    def save(self, progress: PromptProgress) -> None:
+        self.inner.save(progress)
+        self.counter.records(progress.index, progress.records)

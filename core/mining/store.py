@@ -367,9 +367,14 @@ class MinedStore:
             yield state_path, rows
 
     def unfinished_counts(self) -> dict[str, int]:
-        """``prompts_unfinished`` (with saved progress) and ``labels_unfinished`` (labels decided in them)."""
+        """``prompts_unfinished`` (with saved progress), ``labels_unfinished`` (labels decided in them)
+        and ``important_unfinished`` (those labelled important)."""
         found = list(self._unfinished_rows(strict=False))
-        return {"prompts_unfinished": len(found), "labels_unfinished": sum(len(rows) for _, rows in found)}
+        return {
+            "prompts_unfinished": len(found),
+            "labels_unfinished": sum(len(rows) for _, rows in found),
+            "important_unfinished": sum(int(r.get("label", 0)) for _, rows in found for r in rows),
+        }
 
     def read_arrays(
         self,

@@ -479,6 +479,10 @@ def test_run_with_a_given_judge_mines_nothing(pair, base_run, tmp_path, monkeypa
     assert summary["eval_prompt_ids"] == base["eval_prompt_ids"]
     # cached on a rerun; another pair is refused before any decoding
     assert not any(rerun(pair, out, judge="toyjudge")[1].values())
+    # the run's own copy, given as a file (the shipped one may have been retrained since): rows kept
+    summary, ran, calls = rerun(pair, out, judge=str(out / "judge.safetensors"))
+    assert calls == [] and summary["training"]["labels_from"] == "artifact"
+    assert (out / "judge.safetensors").read_bytes() == (base_run / "judge.safetensors").read_bytes()
     small = LoadedModel("small-draft", make_tiny_model("qwen2", hidden=32), pair.tokenizer, None, torch.float32,
                         torch.device("cpu"))  # fmt: skip
     with pytest.raises(PipelineError, match="draft model mismatch"):

@@ -287,10 +287,11 @@ class TrainStage(Stage):
         from autojudge.judges.dataset import expand_feature_sets, load_mined, parse_feature_set
         from autojudge.judges.train import TrainConfig, single_class_reason, train_judges
 
+        if p.cfg.judge:
+            p.no_judge_path.unlink(missing_ok=True)
+            return self._given(p)  # replaces OUT/judge.safetensors, unless that is the file given
         for stale in (p.judge_path, p.no_judge_path):
             stale.unlink(missing_ok=True)
-        if p.cfg.judge:
-            return self._given(p)
         sets = expand_feature_sets(p.cfg.features)
         blocks = sorted({b for s in sets for b in parse_feature_set(s)} | {"x"})
         if not MinedStore(p.mined_dir).label_rows():
@@ -340,6 +341,9 @@ class TrainStage(Stage):
         from autojudge.judges.shipped import describe_artifact
 
         src = given_judge_path(p)
+        own = p.judge_path.is_file() and src.resolve() == p.judge_path.resolve()  # this run's judge, re-given
+        if not own:
+            p.judge_path.unlink(missing_ok=True)
         try:
             load_judge(
                 src,
@@ -353,7 +357,8 @@ class TrainStage(Stage):
             p.log(
                 f"[yellow]judge: --judge {p.cfg.judge} was trained on task {facts.task!r}, this run is {p.task.name!r}[/]"
             )
-        shutil.copyfile(src, p.judge_path)
+        if not own:  # `--judge OUT/judge.safetensors` keeps a run going with its judge after a retrain
+            shutil.copyfile(src, p.judge_path)
         metrics = facts.meta.get("metrics") or {}
         shipped = not Path(str(p.cfg.judge)).is_file()
         return {"chosen": facts.feature_set, "threshold": facts.threshold, "val_auc": facts.auc,

@@ -288,8 +288,7 @@ class TrainStage(Stage):
         from autojudge.judges.train import TrainConfig, single_class_reason, train_judges
 
         if p.cfg.judge:
-            p.no_judge_path.unlink(missing_ok=True)
-            return self._given(p)  # replaces OUT/judge.safetensors, unless that is the file given
+            return self._given(p)
         for stale in (p.judge_path, p.no_judge_path):
             stale.unlink(missing_ok=True)
         sets = expand_feature_sets(p.cfg.features)
@@ -341,9 +340,10 @@ class TrainStage(Stage):
         from autojudge.judges.shipped import describe_artifact
 
         src = given_judge_path(p)
-        own = p.judge_path.is_file() and src.resolve() == p.judge_path.resolve()  # this run's judge, re-given
-        if not own:
-            p.judge_path.unlink(missing_ok=True)
+        # the stale outputs go, except OUT/judge.safetensors when that is the file given (this run's own judge)
+        own = p.judge_path.is_file() and src.resolve() == p.judge_path.resolve()
+        for stale in (p.no_judge_path,) if own else (p.judge_path, p.no_judge_path):
+            stale.unlink(missing_ok=True)
         try:
             load_judge(
                 src,

@@ -127,7 +127,11 @@ def worker_mine(args) -> dict:
     task = task_of(args)
     limit = args.seq_limit if cfg_name == "sequential" else args.limit
     driver = {"sequential": "sequential", "pipelined": "pipelined"}.get(cfg_name, "batched")
-    inflight = {"sequential": 1, "pipelined": 4}.get(cfg_name, args.inflight or limit)
+    inflight = {"sequential": 1, "pipelined": 4}.get(cfg_name, args.inflight)
+    if inflight is None:  # what `aj mine` picks on this machine (sized to its free memory)
+        from autojudge.core.mining.batched import default_inflight
+
+        inflight = default_inflight(pair.target.model, pair.draft.model, args.max_new_tokens)
     config = MiningConfig(
         max_new_tokens=args.max_new_tokens, max_mismatches=args.max_mismatches, inflight=inflight
     )
@@ -151,6 +155,7 @@ def worker_mine(args) -> dict:
         "peak_rss_gb": peak_rss_gb(),
         "target_gflops": meter.gflops(),
         "target_pass_seconds": meter.seconds,
+        "target_tokens_per_pass": meter.tokens / max(meter.passes, 1),
         "label_keys": sorted((r["prompt_id"], r["position"], r["draft_token"], r["label"]) for r in rows),
         "dtype": str(pair.target.dtype).replace("torch.", ""),
         "inflight": inflight,
@@ -196,7 +201,12 @@ def main() -> None:
                     help=f"comma list of {', '.join(MINING_CONFIGS)}, eval")  # fmt: skip
     ap.add_argument("--limit", type=int, default=16, help="prompts mined by the in-flight drivers")
     ap.add_argument("--seq-limit", type=int, default=3, help="prompts mined by the sequential driver")
-    ap.add_argument("--inflight", type=int, default=None, help="batched drivers' prompts in flight [--limit]")
+    ap.add_argument(
+        "--inflight",
+        type=int,
+        default=None,
+        help="batched drivers' prompts in flight [aj mine's default: sized to the free memory]",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--max-mismatches", type=int, default=3)
     ap.add_argument("--dtype", default="bfloat16")
@@ -240,10 +250,11 @@ def main() -> None:
     ref = next((r for r in mined if r["config"] == "sequential"), None)
     base = ref["labels_per_hour"] if ref else None
     print(
-        "\n| driver | dtype | prompts | labels | important | truncated | labels/hour | vs sequential "
-        "| target tokens/label | same labels | peak RSS GB | target GFLOP/s | % of GEMM peak |"
+        "\n| driver | in flight | dtype | prompts | labels | important | truncated | labels/hour | vs sequential "
+        "| target tokens/label | same labels | peak RSS GB | target GFLOP/s | % of GEMM peak "
+        "| tokens/target pass | wall time in target passes |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in mined:
         same = "-"
         if ref is not None and r is not ref:
@@ -253,9 +264,11 @@ def main() -> None:
         pk = peak.get(r["dtype"])
         pct = f"{100 * r['target_gflops'] / pk:.0f}%" if pk else "-"
         rel = f"{r['labels_per_hour'] / base:.2f}x" if base else "-"
-        print(f"| {r['config']} | {r['dtype']} | {r['prompts']} | {r['labels']} | {r['important']} | "
+        print(f"| {r['config']} | {r['inflight']} | {r['dtype']} | {r['prompts']} | {r['labels']} | {r['important']} | "
               f"{r['truncated']} | {r['labels_per_hour']:.1f} | {rel} | {r['target_tokens_per_label']:.0f} | {same} | "
-              f"{r['peak_rss_gb']:.2f} | {r['target_gflops']:.1f} | {pct} |")  # fmt: skip
+              f"{r['peak_rss_gb']:.2f} | {r['target_gflops']:.1f} | {pct} | "
+              f"{r.get('target_tokens_per_pass', float('nan')):.1f} | "
+              f"{100 * r['target_pass_seconds'] / r['seconds']:.0f}% |")  # fmt: skip
     for r in results:
         if r["config"] == "eval":
             print(

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from autojudge.core.backends import BACKENDS
+from autojudge.core.compare.pool import PoolBrokenError
 
 
 def _parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -20,6 +21,23 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if not (n >= 1 and 0 <= i < n):
         raise click.BadParameter(f"need 0 <= I < N, got {value!r}")
     return i, n
+
+
+def _kept(out: Path) -> str:
+    """What a stopped mining run left in ``out``, and how to continue it."""
+    from autojudge.core.mining.store import MinedStore
+
+    store = MinedStore(out)
+    try:  # mine_task writes it on the way out; absent when stopped before mining began
+        s = json.loads(store.summary_path.read_text(encoding="utf-8"))
+        done = f"{s['prompts']} prompts finished ({s['labels']} labels); "
+    except (OSError, ValueError, KeyError):
+        done = ""
+    n = store.unfinished_counts()
+    return (
+        f"{done}{n['labels_unfinished']} labels of {n['prompts_unfinished']} unfinished prompts "
+        f"kept in {store.partial}. Continue with the same command and --resume."
+    )
 
 
 @click.command()
@@ -177,21 +195,10 @@ def mine(
             raise
         raise click.ClickException(str(e)) from e
     except KeyboardInterrupt:
-        from autojudge.core.mining.store import MinedStore
-
-        store = MinedStore(out)
-        try:  # mine_task writes it on the way out; absent when stopped before mining began
-            s = json.loads(store.summary_path.read_text(encoding="utf-8"))
-            done = f"{s['prompts']} prompts finished ({s['labels']} labels); "
-        except (OSError, ValueError, KeyError):
-            done = ""
-        n = store.unfinished_counts()
-        click.echo(
-            f"stopped: {done}{n['labels_unfinished']} labels of {n['prompts_unfinished']} unfinished prompts "
-            f"kept in {store.partial}. Continue with the same command and --resume.",
-            err=True,
-        )
+        click.echo(f"stopped: {_kept(out)}", err=True)
         raise SystemExit(130) from None
+    except PoolBrokenError as e:  # the answer checks cannot run (e.g. workers that never start)
+        raise click.ClickException(f"{e}. Mining stopped: {_kept(out)}") from e
     finally:
         signal.signal(signal.SIGTERM, previous)
     click.echo(json.dumps(summary, indent=2))

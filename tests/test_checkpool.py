@@ -53,6 +53,17 @@ def failing_initializer() -> None:
     raise RuntimeError("no such module")
 
 
+def slow_first_initializer(marker: str, seconds: float) -> None:
+    """Hangs in the first worker only (it leaves a marker file): a start slowed by a loaded machine."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(seconds)
+
+
+def hanging_initializer() -> None:
+    time.sleep(60)
+
+
 def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -186,6 +197,24 @@ def test_a_failing_initializer_breaks_the_pool_loudly() -> None:
         first = p.submit(square, 2).result(timeout=60)
         assert first.pool_broken and "no such module" in (first.error or "")
         with pytest.raises(PoolBrokenError):
+            p.submit(square, 2)
+
+
+def test_one_slow_start_replaces_the_worker_instead_of_breaking_the_pool(tmp_path: Path) -> None:
+    marker = str(tmp_path / "started-once")
+    with CheckPool(
+        workers=1, timeout=5.0, initializer=slow_first_initializer, initargs=(marker, 60), startup_timeout=3.0
+    ) as p:
+        assert p.map(square, [4], timeout=30) == [CheckOutcome(value=16)]
+        assert p.broken is None and p.restarts == 1
+
+
+def test_starts_that_keep_hanging_break_the_pool_with_a_clear_reason() -> None:
+    with CheckPool(workers=1, timeout=5.0, initializer=hanging_initializer, startup_timeout=1.0) as p:
+        first = p.submit(square, 2).result(timeout=60)  # 1 + 2 + 4 s of start-up budget, then broken
+        assert first.pool_broken and "3 workers in a row did not start in time" in (first.error or "")
+        assert "within 4 s" in (first.error or "")
+        with pytest.raises(PoolBrokenError, match="overloaded"):
             p.submit(square, 2)
 
 

@@ -109,6 +109,42 @@ def test_mine_task_stopped_mid_prompt_then_resumed_equals_one_run(pair, tmp_path
     assert not (stopped / "partial").exists() or not list((stopped / "partial").iterdir())
 
 
+def test_aj_mine_reports_a_broken_check_pool_keeps_the_labels_and_resumes(pair, tmp_path, monkeypatch):
+    """Checks that cannot run stop `aj mine` with one actionable line; --resume then equals one run."""
+    from click.testing import CliRunner
+
+    import autojudge.core.models as models
+    import autojudge.plugins.manager as manager
+    from autojudge.cli.mine_cmd import mine
+    from autojudge.core.compare.pool import BROKEN_PREFIX, PoolBrokenError
+
+    class _BrokenPoolTask(_CountingTask):
+        def equivalent_outcomes(self, items):
+            if self.calls + len(items) >= 4:
+                raise PoolBrokenError(BROKEN_PREFIX + "3 workers in a row did not start in time")
+            return super().equivalent_outcomes(items)
+
+    monkeypatch.setattr(models, "load_pair", lambda *a, **k: pair)
+    args = ["--task", "toy-arith", "--limit", str(LIMIT), "--max-new-tokens", str(MAX_NEW), "--no-progress",
+            "--driver", "sequential"]  # fmt: skip
+    monkeypatch.setattr(manager, "get_task", lambda name, dataset=None: _CountingTask())
+    assert CliRunner().invoke(mine, [*args, "--out", str(tmp_path / "clean")]).exit_code == 0
+
+    out = tmp_path / "broken"
+    monkeypatch.setattr(manager, "get_task", lambda name, dataset=None: _BrokenPoolTask())
+    res = CliRunner().invoke(mine, [*args, "--out", str(out)])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "did not start in time" in res.output and "--resume" in res.output, res.output
+    summary = json.loads((out / "summary.json").read_text())  # written on the way out, as for Ctrl-C
+    assert summary["labels"] + summary["labels_unfinished"] >= 1
+
+    monkeypatch.setattr(manager, "get_task", lambda name, dataset=None: _CountingTask())
+    again = CliRunner().invoke(mine, [*args, "--out", str(out), "--resume"])
+    assert again.exit_code == 0, again.output
+    rows, _ = mined_content(out)
+    assert rows and rows == mined_content(tmp_path / "clean")[0]
+
+
 def test_unusable_progress_is_set_aside_and_the_prompt_starts_over(pair, tmp_path):
     cfg = MiningConfig(max_new_tokens=MAX_NEW)
     task = ToyArithmeticTask()

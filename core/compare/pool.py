@@ -309,6 +309,25 @@ class _Dispatcher:
             w.items.clear()
         self._replace(w)
 
+    def _startup_limit(self) -> float:
+        """Seconds a new worker may take to start: doubles after each failed start in a row."""
+        return self.startup_timeout * 2**self.startup_failures
+
+    def _slow_start(self, w: _Worker) -> None:
+        """A worker missed its start-up deadline: replace it, or break after too many in a row.
+
+        A slow start is usually a loaded machine (two model processes on two cores), not
+        a broken initializer, so the next worker gets twice the time.
+        """
+        limit = self._startup_limit()
+        self._replace(w)
+        self.startup_failures += 1
+        if self.startup_failures >= _MAX_STARTUP_FAILURES:
+            self._break(
+                f"{self.startup_failures} workers in a row did not start in time (the last within {limit:g} s); "
+                "the machine may be overloaded, or the worker initializer hangs"
+            )
+
     def _handle_message(self, w: _Worker) -> None:
         try:
             kind, payload = w.conn.recv()
@@ -340,7 +359,7 @@ class _Dispatcher:
 
     def _wait_timeout(self, now: float) -> float | None:
         deadlines = [w.deadline for w in self.workers if w.deadline is not None]
-        deadlines += [w.started + self.startup_timeout for w in self.workers if not w.ready]
+        deadlines += [w.started + self._startup_limit() for w in self.workers if not w.ready]
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - now)
@@ -392,9 +411,8 @@ class _Dispatcher:
                     w.items.clear()
                     self._replace(w)
                     self._finish(item, CheckOutcome(timed_out=True))
-                elif not w.ready and now >= w.started + self.startup_timeout:
-                    self._replace(w)
-                    self._break(f"a worker did not start within {self.startup_timeout:g} s")
+                elif not w.ready and now >= w.started + self._startup_limit():
+                    self._slow_start(w)
 
     def _shutdown_workers(self) -> None:
         for w in self.workers:
@@ -449,7 +467,10 @@ class CheckPool:
     for no limit) is the default per-item limit, overridable per call. Workers
     start lazily on the first submission. ``initializer(*initargs)`` runs once in
     each worker before it takes items (not counted in item timeouts; a failure
-    breaks the pool, start-up is limited by ``startup_timeout``). ``prefetch``
+    breaks the pool). Start-up is limited by ``startup_timeout``: a worker that
+    misses it is replaced and the next one gets twice the time; three slow or
+    dead starts in a row break the pool (a loaded machine slows a start, it
+    should not end a mining run). ``prefetch``
     extra items are sent to a busy worker ahead of time so it never waits for
     the dispatcher; when the running item times out or its worker dies, the
     prefetched ones go back to the queue untouched.

@@ -6,7 +6,7 @@ runs :class:`~autojudge.core.mining.steps.Miner` on the remaining prompts (sever
 flight, ``MiningConfig.inflight``; rollouts on vLLM with ``backend="vllm"``),
 writes each result atomically as soon as it is finished (and each unfinished prompt's labels as
 they come, ``partial/``), shows progress (prompts, labels, important rate, ETA) and writes
-``summary.json`` at the end, also when stopped by ``KeyboardInterrupt`` (re-raised after).
+``summary.json`` at the end, also when stopped by ``KeyboardInterrupt`` or an error (re-raised after).
 Prompts may finish out of index order; the store files each by its index, so
 ``resume`` still loses and repeats nothing.
 """
@@ -127,7 +127,7 @@ def mine_task(
     else:
         miner = Miner(*args, journal=journal)
         results = (miner.mine(ex, index=i) for i, ex in todo)
-    stopped: KeyboardInterrupt | None = None
+    stopped: BaseException | None = None
     try:
         with (
             torch.inference_mode(),
@@ -137,8 +137,8 @@ def mine_task(
             for res in results:  # in completion order; the store files each prompt by index
                 store.write_prompt(res)
                 counter.prompt_done(res)
-    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM (aj mine): the summary still records this session
-        stopped = e
+    except (KeyboardInterrupt, Exception) as e:  # Ctrl-C / SIGTERM (aj mine), or a failure such as
+        stopped = e  # a broken check pool: the summary still records what this session finished
     finally:
         if hasattr(results, "close"):
             results.close()  # stops the in-flight prompts and the check thread

@@ -25,6 +25,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
 #: (module, class name); imported only when a command raised something
 USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("autojudge.core.run.errors", "PipelineError"),
+    ("autojudge.core.compare.pool", "PoolBrokenError"),
     ("autojudge.core.data", "DatasetNotFoundError"),
     ("autojudge.core.mining.store", "MinedDataError"),
     ("autojudge.core.models", "ModelNotFoundError"),

@@ -150,6 +150,21 @@ def test_the_top_level_handler_keeps_tracebacks_for_real_bugs():
     assert isinstance(res.exception, RuntimeError)
 
 
+def test_a_broken_check_pool_is_one_line_in_every_command():
+    """`aj run`'s mining stage and others meet it too: the pool's reason, not a traceback."""
+    from autojudge.core.compare.pool import BROKEN_PREFIX, PoolBrokenError
+
+    group = aj_main.AjGroup()
+
+    @group.command()
+    def checks():
+        raise PoolBrokenError(BROKEN_PREFIX + "worker initializer failed: ModuleNotFoundError")
+
+    res = CliRunner().invoke(group, ["checks"])
+    assert res.exit_code == 1
+    assert res.output == "Error: check pool is broken: worker initializer failed: ModuleNotFoundError\n"
+
+
 # -- the dtype notice -------------------------------------------------------------------------------------
 
 

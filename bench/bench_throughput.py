@@ -267,7 +267,7 @@ def main() -> None:
         print(f"| {r['config']} | {r['inflight']} | {r['dtype']} | {r['prompts']} | {r['labels']} | {r['important']} | "
               f"{r['truncated']} | {r['labels_per_hour']:.1f} | {rel} | {r['target_tokens_per_label']:.0f} | {same} | "
               f"{r['peak_rss_gb']:.2f} | {r['target_gflops']:.1f} | {pct} | "
-              f"{r.get('target_tokens_per_pass', float('nan')):.1f} | "
+              f"{r['target_tokens_per_pass']:.1f} | "
               f"{100 * r['target_pass_seconds'] / r['seconds']:.0f}% |")  # fmt: skip
     for r in results:
         if r["config"] == "eval":

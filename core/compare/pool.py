@@ -292,14 +292,9 @@ class _Dispatcher:
                     w.deadline = time.monotonic() + self.startup_timeout  # until "start": unpickling, imports
 
     def _note_dead(self, w: _Worker, why: str) -> None:
-        if not w.ready:
-            self.startup_failures += 1
-            if self.startup_failures >= _MAX_STARTUP_FAILURES:
-                self._replace(w)
-                self._break(
-                    f"{self.startup_failures} workers died while starting (exit code {w.proc.exitcode})"
-                )
-                return
+        if not w.ready:  # never took an item
+            self._failed_start(w, f"died while starting (exit code {w.proc.exitcode})")
+            return
         if w.items:
             code = w.proc.exitcode
             self._finish(
@@ -313,20 +308,16 @@ class _Dispatcher:
         """Seconds a new worker may take to start: doubles after each failed start in a row."""
         return self.startup_timeout * 2**self.startup_failures
 
-    def _slow_start(self, w: _Worker) -> None:
-        """A worker missed its start-up deadline: replace it, or break after too many in a row.
+    def _failed_start(self, w: _Worker, what: str) -> None:
+        """``w`` died or missed its start-up deadline: replace it; too many in a row break the pool.
 
         A slow start is usually a loaded machine (two model processes on two cores), not
-        a broken initializer, so the next worker gets twice the time.
+        a broken initializer, so the next worker gets twice the time (:meth:`_startup_limit`).
         """
-        limit = self._startup_limit()
         self._replace(w)
         self.startup_failures += 1
         if self.startup_failures >= _MAX_STARTUP_FAILURES:
-            self._break(
-                f"{self.startup_failures} workers in a row did not start in time (the last within {limit:g} s); "
-                "the machine may be overloaded, or the worker initializer hangs"
-            )
+            self._break(f"{self.startup_failures} workers in a row {what}")
 
     def _handle_message(self, w: _Worker) -> None:
         try:
@@ -411,8 +402,12 @@ class _Dispatcher:
                     w.items.clear()
                     self._replace(w)
                     self._finish(item, CheckOutcome(timed_out=True))
-                elif not w.ready and now >= w.started + self._startup_limit():
-                    self._slow_start(w)
+                elif not w.ready and now >= w.started + (limit := self._startup_limit()):
+                    self._failed_start(
+                        w,
+                        f"did not start in time (the last within {limit:g} s); "
+                        "the machine may be overloaded, or the worker initializer hangs",
+                    )
 
     def _shutdown_workers(self) -> None:
         for w in self.workers:

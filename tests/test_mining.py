@@ -347,3 +347,30 @@ def test_summary_seconds_is_wall_time_not_the_overlapping_prompt_times(pair, tmp
     assert MinedStore(out).recorded_wall_seconds() == (None, False)
     s3 = mine_task(task, pair, out, limit=9, config=cfg, resume=True, progress=False)
     assert s3["seconds_partial"] is True and s3["seconds"] < s2["seconds"]
+
+
+def test_a_failing_summary_write_does_not_hide_the_error_that_stopped_mining(pair, tmp_path, monkeypatch):
+    """A session that fails (a full disk) reports its own error even when the summary cannot be written."""
+    task, out = ToyArithmeticTask(), tmp_path / "mined"
+    cfg = MiningConfig(max_new_tokens=MAX_NEW, inflight=2)
+    orig = MinedStore.write_prompt
+    written: list[int] = []
+
+    def fails_after_one(self, result):
+        if written:
+            raise OSError("disk full")
+        written.append(result.index)
+        orig(self, result)
+
+    def no_summary(self, **kw):
+        raise OSError("no space left for summary.json")
+
+    monkeypatch.setattr(MinedStore, "write_prompt", fails_after_one)
+    monkeypatch.setattr(MinedStore, "write_summary", no_summary)
+    with pytest.raises(OSError, match="disk full"):
+        mine_task(task, pair, out, limit=4, config=cfg, progress=False)
+    assert MinedStore(out).done_indices() == set(written)
+    # without an error of its own, a failing summary write is the error
+    monkeypatch.setattr(MinedStore, "write_prompt", orig)
+    with pytest.raises(OSError, match="summary.json"):
+        mine_task(task, pair, out, limit=4, config=cfg, resume=True, progress=False)

@@ -144,7 +144,13 @@ def mine_task(
             results.close()  # stops the in-flight prompts and the check thread
         if closer is not None:
             closer()
-    summary = store.write_summary(session_seconds=time.perf_counter() - t_start, prompts_before=len(done))
+    try:
+        summary = store.write_summary(session_seconds=time.perf_counter() - t_start, prompts_before=len(done))
+    except Exception:
+        if stopped is None:
+            raise
+        # the session's own failure (a full disk, say) is the error to report; the next run
+        # rewrites the summary from the prompts on disk (its wall time then marked partial)
     if stopped is not None:
         raise stopped
     return summary

@@ -367,8 +367,9 @@ def test_a_failing_summary_write_does_not_hide_the_error_that_stopped_mining(pai
 
     monkeypatch.setattr(MinedStore, "write_prompt", fails_after_one)
     monkeypatch.setattr(MinedStore, "write_summary", no_summary)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="disk full") as err:
         mine_task(task, pair, out, limit=4, config=cfg, progress=False)
+    assert any("summary.json was not written" in n for n in err.value.__notes__)
     assert MinedStore(out).done_indices() == set(written)
     # without an error of its own, a failing summary write is the error
     monkeypatch.setattr(MinedStore, "write_prompt", orig)

@@ -146,11 +146,12 @@ def mine_task(
             closer()
     try:
         summary = store.write_summary(session_seconds=time.perf_counter() - t_start, prompts_before=len(done))
-    except Exception:
+    except Exception as e:
         if stopped is None:
             raise
         # the session's own failure (a full disk, say) is the error to report; the next run
         # rewrites the summary from the prompts on disk (its wall time then marked partial)
+        stopped.add_note(f"summary.json was not written either: {e}")
     if stopped is not None:
         raise stopped
     return summary

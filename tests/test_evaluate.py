@@ -79,6 +79,38 @@ def test_aggregation_is_recomputed_from_rows():
     assert m.mean_acceptance_length == 3.0 and m.num_drafts == 3
 
 
+def test_a_report_on_part_of_a_batch_counts_that_batch_s_throughput():
+    """A report on fewer problems than a cached batched run decoded: without the mode's whole file,
+    the subset is charged the batch's time up to its last row (too slow); with it, the batch's time
+    in proportion to the subset's tokens, i.e. the batch's throughput."""
+
+    def row(pid: str, tokens: int, finish: float, batch_id: str = "b1") -> dict:
+        r = _row(pid, True, [1] * (tokens - 1), finish)  # _row adds the prefill token
+        r["batch"] = {"size": 4, "id": batch_id, "wall_time": finish}
+        return r
+
+    whole = [
+        row("a", 10, 2.0),
+        row("b", 30, 5.0),
+        row("c", 40, 6.0),
+        row("d", 20, 10.0),
+        row("e", 50, 4.0, "b2"),
+    ]
+    subset = [whole[0], whole[3]]  # 30 of batch b1's 100 tokens, its last row finishing at 10 s
+    assert aggregate_rows(subset)["tokens_per_s"] == pytest.approx(30 / 10.0)
+    agg = aggregate_rows(subset, whole)
+    assert agg["wall_time"] == pytest.approx(10.0 * 30 / 100)
+    assert agg["tokens_per_s"] == pytest.approx(100 / 10.0)  # batch b1's throughput
+    # the whole batch (and a batch with all of its rows present) counts its time once, as before
+    assert aggregate_rows(whole[:4], whole)["wall_time"] == pytest.approx(10.0)
+    assert aggregate_rows(whole, whole)["wall_time"] == pytest.approx(14.0)
+    # two batches partly present: each charged its own share
+    assert aggregate_rows([whole[0], whole[4]], whole)["wall_time"] == pytest.approx(1.0 + 4.0)
+    modes = [ModeSpec("ar")]
+    aggs = aggregate_modes({"ar": subset}, modes, context_by_mode={"ar": whole})
+    assert aggs["ar"]["tokens_per_s"] == pytest.approx(10.0)
+
+
 def test_threshold_selection_uses_only_the_given_validation_aggregates():
     def agg(kind, acc, t=None):
         return {"kind": kind, "accuracy": acc, "threshold": t}

@@ -539,10 +539,13 @@ def mode_complete(out_dir: str | Path, mode: ModeSpec, ids: Sequence[str], key: 
 # -- aggregation -------------------------------------------------------------------------------
 
 
-def aggregate_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per-mode figures recomputed from its rows (no reference needed)."""
+def aggregate_rows(
+    rows: Sequence[Mapping[str, Any]], context: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Per-mode figures recomputed from its rows (no reference needed); ``context``: the mode's whole
+    row file, for the throughput of batches only partly in ``rows`` (:func:`batch_wall_time`)."""
     merged = GenerationMetrics.merge(metrics_from_row(r) for r in rows)
-    sizes, wall = batch_wall_time(rows)
+    sizes, wall = batch_wall_time(rows, context)
     n = len(rows)
     correct = sum(bool(r["correct"]) for r in rows)
     return {
@@ -573,27 +576,48 @@ def aggregate_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def batch_wall_time(rows: Iterable[Mapping[str, Any]]) -> tuple[list[int], float]:
+def batch_wall_time(
+    rows: Iterable[Mapping[str, Any]], context: Iterable[Mapping[str, Any]] | None = None
+) -> tuple[list[int], float]:
     """The distinct batch sizes of ``rows`` (1 for rows that record none) and their wall time.
 
     A row decoded alone counts its own ``wall_time``; rows decoded together in one batch count
     that batch's wall time once (their per-row times overlap), so tokens / this time is the
     throughput of the batched run.
+
+    ``context``: every row the batches of ``rows`` may hold (the mode's whole file). With it, a
+    batch only partly in ``rows`` (a report on fewer problems than a cached run decoded) is charged
+    its wall time in proportion to the output tokens of its rows in ``rows``, so tokens / this time
+    is that batch's throughput. Without it, such a batch counts its time up to the last of its rows
+    in ``rows``, which overstates the time of a subset (tokens/s too low). Limit: a batch cut short
+    (a crash) counts only the rows it finished, and its time up to the last of them.
     """
     sizes: set[int] = set()
-    batches: dict[str, float] = {}
+    mine: dict[str, tuple[float, int]] = {}  # batch id -> (latest finish among rows, their tokens)
     wall = 0.0
     for r in rows:
         b = r.get("batch") or {}
         size = int(b.get("size", 1))
         sizes.add(size)
-        if (
-            size > 1 and b.get("id") is not None
-        ):  # rows record the batch's time up to their finish: take the last
-            batches[str(b["id"])] = max(batches.get(str(b["id"]), 0.0), float(b.get("wall_time", 0.0)))
+        if size > 1 and b.get("id") is not None:  # rows record the batch's time up to their finish
+            t, n = mine.get(str(b["id"]), (0.0, 0))
+            mine[str(b["id"])] = (max(t, float(b.get("wall_time", 0.0))), n + _output_tokens(r))
         else:
             wall += float(r["metrics"].get("wall_time", 0.0))
-    return sorted(sizes), wall + sum(batches.values())
+    whole: dict[str, tuple[float, int]] = {}
+    for r in context if context is not None else ():
+        b = r.get("batch") or {}
+        if str(b.get("id")) in mine:
+            t, n = whole.get(str(b["id"]), (0.0, 0))
+            whole[str(b["id"])] = (max(t, float(b.get("wall_time", 0.0))), n + _output_tokens(r))
+    for bid, (t, n) in mine.items():
+        full_t, full_n = whole.get(bid, (t, n))
+        wall += full_t * n / full_n if full_n > n else t
+    return sorted(sizes), wall
+
+
+def _output_tokens(row: Mapping[str, Any]) -> int:
+    return int(row["metrics"].get("num_output_tokens", 0))
 
 
 def row_sittings(rows: Iterable[Mapping[str, Any]]) -> list[str | None]:
@@ -663,13 +687,19 @@ def aggregate_modes(
     *,
     reference: str = "ar",
     lossless: str = "sd",
+    context_by_mode: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Aggregates per mode plus deltas vs ``reference`` (points) and speed-ups vs ``reference``/``lossless``.
+
+    ``context_by_mode``: each mode's whole row file, when ``rows_by_mode`` holds only some of its
+    problems (tokens/s is then the throughput of the batches that decoded them, see
+    :func:`batch_wall_time`).
 
     ``answer_agreement_vs_ar``: fraction of examples whose extracted answer equals
     the reference mode's (same prompt id), a lower-noise view of the accuracy cost.
     """
-    aggs = {m.name: {**m.describe(), **aggregate_rows(rows_by_mode[m.name])} for m in modes}
+    ctx = context_by_mode or {}
+    aggs = {m.name: {**m.describe(), **aggregate_rows(rows_by_mode[m.name], ctx.get(m.name))} for m in modes}
     ref, ll = aggs.get(reference), aggs.get(lossless)
     ref_answers = {r["prompt_id"]: r.get("answer") for r in rows_by_mode.get(reference, [])}
     ref_rows = {r["prompt_id"]: r for r in rows_by_mode.get(reference, [])}

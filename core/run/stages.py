@@ -647,6 +647,9 @@ class ReportStage(Stage):
         modes = eval_modes(p)
         ids = [e.id for e in EvaluateStage().examples(p)]
         rows = {m.name: load_mode_rows(p.eval_dir, m, ids) for m in modes}
+        # a mode's file may hold more problems than this run reports (a larger earlier run): its batches'
+        # throughput then comes from all their rows
+        whole = {m.name: load_mode_rows(p.eval_dir, m) for m in modes}
         record = lambda s: p.state.get(s) or {}  # noqa: E731
         summary = build_summary(
             task=p.task.name,
@@ -658,7 +661,7 @@ class ReportStage(Stage):
             eval_split=p.eval_split,
             modes=modes,
             rows=rows,
-            aggregates=aggregate_modes(rows, modes),
+            aggregates=aggregate_modes(rows, modes, context_by_mode=whole),
             selection=read_selection(p),
             mining=(
                 {"skipped": True}

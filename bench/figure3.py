@@ -14,7 +14,10 @@ Wilson interval, the paired change against target-only (95% interval, problems g
 tokens per cycle and its ratio to lossless SD at the same k, and throughput. Below it, the
 issue's goal per run: the judge's best tokens per cycle within ``--max-drop`` points of
 target-only (paired point estimate) as a multiple of lossless SD's, and whether it beats Top-K
-at equal accuracy (the best Top-K tokens per cycle among Top-K points at least as accurate).
+at equal accuracy (the best Top-K tokens per cycle among Top-K points at least as accurate) and
+at equal tokens per cycle: its accuracy against the Top-K line, the straight segments from
+lossless SD (Top-K at K = 1) through the Top-K points in order of tokens per cycle (a point on a
+segment is what mixing the two modes over problems would give), as a margin in points.
 The plot draws one colour per run (k): the judge's curve, Top-K's, lossless SD and target-only,
 with the accuracy intervals as error bars.
 
@@ -71,6 +74,12 @@ def goal(s: Mapping[str, Any], max_drop: float = 1.0) -> dict[str, Any]:
                 else a["mean_acceptance_length"] > rival["mean_acceptance_length"],
             }
         )
+    line = [(modes["sd"]["mean_acceptance_length"], modes["sd"]["accuracy"])] if "sd" in modes else []
+    line += [(t["mean_acceptance_length"], t["accuracy"]) for t in topk]
+    for v in versus:
+        at = topk_line_accuracy(line, v["tokens_per_cycle"])
+        v["topk_line_accuracy"] = at
+        v["margin_vs_topk_line_points"] = None if at is None else 100.0 * (v["accuracy"] - at)
     return {
         "k": s["settings"]["k"],
         "sd_tokens_per_cycle": sd,
@@ -78,6 +87,19 @@ def goal(s: Mapping[str, Any], max_drop: float = 1.0) -> dict[str, Any]:
         "ratio_vs_sd": (best["mean_acceptance_length"] / sd) if best and sd else None,
         "versus_topk": versus,
     }
+
+
+def topk_line_accuracy(points: Sequence[tuple[float, float]], tokens_per_cycle: float) -> float | None:
+    """Accuracy on the piecewise-linear curve through ``points`` ((tokens per cycle, accuracy): lossless
+    SD and the Top-K points) at ``tokens_per_cycle``; None outside the points' range (no extrapolation).
+    Points are sorted by tokens per cycle first."""
+    pts = sorted(points)
+    if not pts or not pts[0][0] <= tokens_per_cycle <= pts[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):
+        if x0 <= tokens_per_cycle <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (tokens_per_cycle - x0) / (x1 - x0)
+    return pts[0][1]  # a single point, or tokens_per_cycle equal to the only x
 
 
 def _ci(a: Mapping[str, Any]) -> str:
@@ -129,6 +151,12 @@ def goal_lines(runs: Sequence[Mapping[str, Any]], max_drop: float) -> list[str]:
                 f"{g['ratio_vs_sd']:.2f}x lossless SD's tokens per cycle"
             )
         for v in g["versus_topk"]:
+            if v["margin_vs_topk_line_points"] is not None:
+                out.append(
+                    f"  - {v['judge']} ({100 * v['accuracy']:.1f}% at {v['tokens_per_cycle']:.2f} tokens/cycle): "
+                    f"{v['margin_vs_topk_line_points']:+.1f} points against the Top-K line there "
+                    f"({100 * v['topk_line_accuracy']:.1f}%)"
+                )
             if v["topk"] is not None:
                 out.append(
                     f"  - {v['judge']} ({100 * v['accuracy']:.1f}%): {v['tokens_per_cycle']:.2f} tokens/cycle vs "

@@ -208,19 +208,11 @@ def still_there(procs: set[tuple[int, str]]) -> set[tuple[int, str]]:
     return procs & sandbox_processes({u for u in range(61000, 62000)})
 
 
-def uid_leased(uid: int) -> bool:
-    """Whether some live sandbox slot (any process) holds the lease of ``uid`` now."""
-    import fcntl
-
-    from autojudge.sandbox.bwrap_backend import LEASE_DIR
-
-    with open(LEASE_DIR / f"uid-{uid}.lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return False
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def test_bwrap_close_and_crash_leave_no_process():
@@ -237,15 +229,15 @@ def test_bwrap_close_and_crash_leave_no_process():
     if root:
         procs = sandbox_processes(uids)
         assert len(uids) == 2 and procs
-        cgroups = [p for s in box._all for p in s.procs]
+        cgroups = {Path(p).parent for s in box._all for p in s.procs}
+        made = {d: os.stat(d).st_ino for d in cgroups}  # a cgroup's inode number is its id, never reused
     box.close()
     if root:
         assert wait_until(lambda: not still_there(procs), 10)
         # a slot's cgroups are named after its uid: a sandbox of another test (xdist) that leased the
-        # same uid after this close may have made them anew; only an unleased uid's cgroup is a leak
-        assert not any(
-            Path(p).exists() and not uid_leased(int(Path(p).parent.name.split("-")[1])) for p in cgroups
-        )
+        # same uid after this close may make them anew (and a crashed one may leave them); only the
+        # very directories this box made, still there, are its leak
+        assert not [d for d in cgroups if _inode(d) == made[d]]
     p = start_owner("bwrap", "persistent")
     if root:  # a loaded machine may take a moment to show the warm sandboxes' processes
         assert wait_until(lambda: sandbox_processes(p.slot_uids), 10), p.slot_uids  # type: ignore[attr-defined]

@@ -600,24 +600,25 @@ def batch_wall_time(
         size = int(b.get("size", 1))
         sizes.add(size)
         if size > 1 and b.get("id") is not None:  # rows record the batch's time up to their finish
-            t, n = mine.get(str(b["id"]), (0.0, 0))
-            mine[str(b["id"])] = (max(t, float(b.get("wall_time", 0.0))), n + _output_tokens(r))
+            _add_to_batch(mine, r)
         else:
             wall += float(r["metrics"].get("wall_time", 0.0))
     whole: dict[str, tuple[float, int]] = {}
     for r in context if context is not None else ():
-        b = r.get("batch") or {}
-        if str(b.get("id")) in mine:
-            t, n = whole.get(str(b["id"]), (0.0, 0))
-            whole[str(b["id"])] = (max(t, float(b.get("wall_time", 0.0))), n + _output_tokens(r))
+        if str((r.get("batch") or {}).get("id")) in mine:
+            _add_to_batch(whole, r)
     for bid, (t, n) in mine.items():
         full_t, full_n = whole.get(bid, (t, n))
         wall += full_t * n / full_n if full_n > n else t
     return sorted(sizes), wall
 
 
-def _output_tokens(row: Mapping[str, Any]) -> int:
-    return int(row["metrics"].get("num_output_tokens", 0))
+def _add_to_batch(totals: dict[str, tuple[float, int]], row: Mapping[str, Any]) -> None:
+    """Fold ``row`` into ``totals[batch id]``: (the batch's latest recorded finish, its output tokens)."""
+    b = row["batch"]
+    t, n = totals.get(str(b["id"]), (0.0, 0))
+    tokens = int(row["metrics"].get("num_output_tokens", 0))
+    totals[str(b["id"])] = (max(t, float(b.get("wall_time", 0.0))), n + tokens)
 
 
 def row_sittings(rows: Iterable[Mapping[str, Any]]) -> list[str | None]:

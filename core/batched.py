@@ -12,7 +12,10 @@ A cycle is the batch-1 cycle, row by row, with each stage fused across rows:
 2. the target verifies ``[pending_b, d_b1..d_bm]`` for all rows in one forward;
 3. the judge is called once with one :class:`~autojudge.core.judge.MismatchFeatures`
    batch holding every row's undecided window positions (from its first
-   mismatch on), hidden states taken where the batch-1 engine takes them;
+   mismatch on), hidden states taken where the batch-1 engine takes them. With
+   ``dd`` features the rows' last positions are left to a second call: their
+   draft hidden states cost one more draft step, taken only for the rows whose
+   earlier mismatches were all accepted;
 4. each row emits its accepted drafts plus the target's token; both caches
    roll back per row to that row's accepted prefix.
 
@@ -340,6 +343,30 @@ class BatchedEngine:
         return judge
 
     # -- admission -------------------------------------------------------------------------
+    @staticmethod
+    def _decide(
+        judge: Judge,
+        mask: torch.Tensor,
+        d: torch.Tensor,
+        g: torch.Tensor,
+        logits: torch.Tensor,
+        h: torch.Tensor,
+        d_hidden: torch.Tensor | None,
+        match: torch.Tensor,
+    ) -> torch.Tensor:
+        """Accept decisions (match or judged unimportant) for the window positions in ``mask`` ``[B, M]``, row-major."""
+        bi, ii = mask.nonzero(as_tuple=True)
+        if bi.numel() == 0:
+            return torch.zeros(0, dtype=torch.bool, device=mask.device)
+        feats = MismatchFeatures(
+            draft_tokens=d[bi, ii],
+            target_tokens=g[bi, ii],
+            target_logits=logits[bi, ii],
+            target_hidden=h[bi, ii + 1],  # the position holding the draft token
+            draft_hidden=d_hidden[bi, ii] if d_hidden is not None else None,
+        )
+        return match[bi, ii] | judge.accept(feats).to(mask.device)
+
     def _admit(
         self, rows: list[_Row], target: BatchedRunner, draft: BatchedRunner | None, stopper: StopChecker
     ) -> list[_Row]:
@@ -502,23 +529,23 @@ class BatchedEngine:
             n_judged = torch.zeros(B, dtype=torch.long, device=dev)
             if judge is not None and bool(judged.any()):
                 und = (steps[None, :M] >= n_acc[:, None]) & (steps[None, :M] < m[:, None])  # [B, M]
-                bi, ii = und.nonzero(as_tuple=True)  # row-major: each row's positions in window order
-                if d_hidden is not None:
-                    # the last proposal of judged rows has not been fed to the draft yet: one extra draft step
-                    assert draft is not None
-                    last = d[rows, (m - 1).clamp(min=0)]
-                    hl = draft.extend(last[:, None], judged.long())[:, 0]
-                    d_hidden[rows[judged], m[judged] - 1] = hl[judged]
-                feats = MismatchFeatures(
-                    draft_tokens=d[bi, ii],
-                    target_tokens=g[bi, ii],
-                    target_logits=logits[bi, ii],
-                    target_hidden=h[bi, ii + 1],  # the position holding the draft token
-                    draft_hidden=d_hidden[bi, ii] if d_hidden is not None else None,
-                )
-                ok_flat = match[bi, ii] | judge.accept(feats).to(dev)
                 ok = torch.zeros(B, max(M, 1), dtype=torch.bool, device=dev)
-                ok[bi, ii] = ok_flat
+                is_last = steps[None, :M] == (m[:, None] - 1)
+                # the draft's hidden state at a row's last proposal costs an extra draft step: the other
+                # positions are judged first, and the step is taken for the rows whose decision reaches it
+                first = und & ~is_last if d_hidden is not None else und
+                ok[first] = self._decide(judge, first, d, g, logits, h, d_hidden, match)
+                if d_hidden is not None:
+                    assert draft is not None
+                    reach = torch.where(first, ok, True).all(1) & judged
+                    needs = reach & ~match[rows, (m - 1).clamp(min=0)]
+                    ok[rows, (m - 1).clamp(min=0)] |= reach & ~needs  # a last position that matches
+                    if bool(needs.any()):
+                        last = d[rows, (m - 1).clamp(min=0)]
+                        hl = draft.extend(last[:, None], needs.long())[:, 0]
+                        d_hidden[rows[needs], m[needs] - 1] = hl[needs]
+                        at_last = is_last & needs[:, None]
+                        ok[at_last] = self._decide(judge, at_last, d, g, logits, h, d_hidden, match)
                 ok_run = torch.where(und, ok, True).long().cumprod(1) & und.long()
                 extra = ok_run.sum(1)
                 n_judged = extra - (match & ok_run.bool()).long().sum(1)

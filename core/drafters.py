@@ -57,6 +57,14 @@ class Drafter(ABC):
         """Final hidden states at the proposal's ``positions`` (0-based window indices)."""
         raise NotImplementedError(f"{self.name} drafter provides no hidden states")
 
+    def hidden_needs_forward(self, position: int) -> bool:
+        """Whether :meth:`hidden_states` at window ``position`` costs an extra draft forward.
+
+        The engine then judges the positions before it first and asks for this one
+        only when every earlier mismatch was accepted.
+        """
+        return False
+
 
 class NullDrafter(Drafter):
     """Proposes nothing; the engine then runs plain target-only greedy decoding."""
@@ -117,6 +125,9 @@ class DraftModelDrafter(Drafter):
             h = self.runner.extend(self._pending_last)
             self._hidden.append(h[-1])
         return torch.stack([self._hidden[i] for i in positions.tolist()]).to(self.device)
+
+    def hidden_needs_forward(self, position: int) -> bool:
+        return position >= len(self._hidden)
 
     def accepted(self, length: int) -> None:
         self.runner.crop(length)

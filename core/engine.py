@@ -11,7 +11,10 @@ Read :meth:`SpeculativeEngine.generate` top to bottom; a cycle is:
    checking goes on with the following draft tokens, whose target choices were
    computed with the accepted draft tokens in context. At the first mismatch
    the judge calls important, the target's token is emitted instead; when the
-   whole window is accepted, the target's bonus token ``g_m`` is appended;
+   whole window is accepted, the target's bonus token ``g_m`` is appended.
+   The judge scores the window's remaining positions in one call, except a
+   last position whose ``dd`` features need one more draft step: that one is
+   asked about only when the decisions before it were all "accept";
 4. both KV caches are cropped to the accepted prefix (no recomputation).
 
 Modes: ``ar`` (target only: a drafter that proposes nothing), ``sd`` (lossless:
@@ -109,6 +112,46 @@ def encode(tokenizer: Any | None, prompt: str | Sequence[int]) -> list[int]:
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+
+
+def _judged_run(
+    judge: Judge,
+    drafter: Drafter,
+    d: torch.Tensor,
+    g: torch.Tensor,
+    logits: torch.Tensor,
+    h: torch.Tensor,
+    match: torch.Tensor,
+    first: int,
+    m: int,
+) -> int:
+    """How many window positions from ``first`` (the first mismatch) on are accepted, matches or judged.
+
+    The judge scores each position on its own, so it is asked about the window in
+    two parts when the drafter's hidden state at the last position costs an extra
+    draft forward (``dd`` features, :meth:`Drafter.hidden_needs_forward`): the
+    positions before it first, and the last one only when every earlier one was
+    accepted and it does not match anyway. The decisions are those of one call
+    over the whole window; the draft step is paid only in the cycles that need it.
+    """
+    lazy = judge.needs_draft_hidden and drafter.hidden_needs_forward(m - 1)
+    hi = m - 1 if lazy else m
+
+    def decide(lo: int, hi: int) -> torch.Tensor:
+        idx = torch.arange(lo, hi, device=d.device)
+        feats = MismatchFeatures(
+            draft_tokens=d[idx],
+            target_tokens=g[idx],
+            target_logits=logits[idx],
+            target_hidden=h[idx + 1],  # the position holding the draft token
+            draft_hidden=drafter.hidden_states(idx) if judge.needs_draft_hidden else None,
+        )
+        return match[idx] | judge.accept(feats)
+
+    run = int(decide(first, hi).int().cumprod(0).sum()) if hi > first else 0
+    if hi == m or run < hi - first:
+        return run
+    return run + (1 if bool(match[m - 1]) else int(decide(m - 1, m)[0]))
 
 
 class StopChecker:
@@ -298,16 +341,7 @@ class SpeculativeEngine:
             # 3. judge the mismatches that decide the rest of the window
             n_judged = 0
             if judge is not None and n_acc < m:
-                idx = torch.arange(n_acc, m, device=self.device)
-                feats = MismatchFeatures(
-                    draft_tokens=d[idx],
-                    target_tokens=g[idx],
-                    target_logits=logits[idx],
-                    target_hidden=h[idx + 1],  # the position holding the draft token
-                    draft_hidden=drafter.hidden_states(idx) if judge.needs_draft_hidden else None,
-                )
-                ok = match[idx] | judge.accept(feats)
-                extra = int(ok.int().cumprod(0).sum())
+                extra = _judged_run(judge, drafter, d, g, logits, h, match, n_acc, m)
                 n_judged = extra - int(match[n_acc : n_acc + extra].sum())
                 n_acc += extra
                 met.num_judge_calls += 1

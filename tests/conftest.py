@@ -97,6 +97,29 @@ def noisy_copy(model: torch.nn.Module, scale: float, seed: int = 1) -> torch.nn.
     return draft.eval()
 
 
+def count_forwards(module: torch.nn.Module) -> list[int]:
+    """A one-element counter of ``module``'s forward calls (the hook stays for the module's life)."""
+    n = [0]
+    module.register_forward_hook(lambda *_: n.__setitem__(0, n[0] + 1))
+    return n
+
+
+def never_accept_dd():
+    """A :class:`autojudge.core.judge.Judge` that never accepts and asserts it got ``dd`` features."""
+    from autojudge.core.judge import Judge
+
+    class _NeverAcceptDD(Judge):
+        name = "never-dd"
+        needs_draft_hidden = True
+        threshold = 0.5
+
+        def p_important(self, feats):
+            assert feats.draft_hidden is not None
+            return torch.ones(feats.draft_tokens.shape[0])
+
+    return _NeverAcceptDD()
+
+
 @pytest.fixture(scope="session")
 def tiny_pair():
     """(target, draft) tiny Qwen2 models with partial agreement (float32)."""

@@ -14,7 +14,7 @@ import random
 
 import pytest
 import torch
-from conftest import make_tiny_model, noisy_copy
+from conftest import count_forwards, make_tiny_model, never_accept_dd, noisy_copy
 
 from autojudge.core.batched import BatchedEngine, BatchedRunner
 from autojudge.core.engine import SpeculativeEngine
@@ -153,7 +153,7 @@ def test_rows_finishing_at_different_times_leave_and_refill(engines):
     assert {r.finish_reason for r in res} == {"eos", "length"}
 
 
-def test_judge_is_called_once_per_cycle_with_the_batch1_features(tiny_pair):
+def test_judge_is_called_at_most_twice_per_cycle_with_the_batch1_features(tiny_pair):
     target, draft = tiny_pair
     calls: list[MismatchFeatures] = []
 
@@ -176,9 +176,10 @@ def test_judge_is_called_once_per_cycle_with_the_batch1_features(tiny_pair):
     refs = [single.generate(p, reuse_cache=False, **kw) for p in prompts]
     for r, ref in zip(res, refs, strict=True):
         assert_same_row(r, ref)
-    # one call per batched cycle, holding several rows' positions
-    assert len(batched_calls) <= max(r.metrics.num_drafts for r in res)
-    assert len(batched_calls) < len(calls) == sum(r.metrics.num_judge_calls for r in res)
+    # per batched cycle, one call with every row's positions before its last, and one with the last
+    # positions the decisions reach (their `dd` costs a draft step); batch 1 makes that split per row
+    assert len(batched_calls) <= 2 * max(r.metrics.num_drafts for r in res)
+    assert len(batched_calls) < len(calls) <= 2 * sum(r.metrics.num_judge_calls for r in res)
 
     def rows(fs: list[MismatchFeatures]) -> dict[str, torch.Tensor]:
         cat = {
@@ -195,6 +196,41 @@ def test_judge_is_called_once_per_cycle_with_the_batch1_features(tiny_pair):
     assert torch.equal(a["tok"], b["tok"])
     for key in ("dt", "dd", "logits"):
         torch.testing.assert_close(a[key], b[key], atol=1e-4, rtol=1e-4)
+
+
+def test_the_extra_draft_step_for_dd_is_taken_only_in_cycles_whose_decision_reaches_the_last_position():
+    target = make_tiny_model("qwen2", seed=0)
+    draft = noisy_copy(target, 0.15, seed=1)
+    forwards = count_forwards(draft.model)
+    prompts = prompts_of_different_lengths(6, seed=4)
+    eng = BatchedEngine(target, draft)
+    kw = dict(k=4, max_new_tokens=40, eos_token_ids=())
+    sd = eng.generate_batch(prompts, mode="sd", **kw)
+    sd_forwards, forwards[0] = forwards[0], 0
+    res = eng.generate_batch(prompts, mode="judge", judge=never_accept_dd(), **kw)
+    for r, s in zip(res, sd, strict=True):
+        assert r.tokens == s.tokens
+    # every row was admitted at once, so cycle c of each row is batched cycle c; a step is needed in the
+    # cycles where some row's first mismatch is its last proposal (the judge rejects all earlier ones)
+    cycles = max(len(r.metrics.proposed_per_cycle) for r in res)
+    needing = sum(
+        any(
+            c < len(r.metrics.proposed_per_cycle)
+            and r.metrics.accepted_per_cycle[c] == r.metrics.proposed_per_cycle[c] - 1
+            for r in res
+        )
+        for c in range(cycles)
+    )
+    judged = sum(
+        any(
+            c < len(r.metrics.proposed_per_cycle)
+            and r.metrics.accepted_per_cycle[c] < r.metrics.proposed_per_cycle[c]
+            for r in res
+        )
+        for c in range(cycles)
+    )
+    assert 0 < needing < judged  # the fixture has both kinds of cycle
+    assert forwards[0] == sd_forwards + needing
 
 
 @pytest.mark.parametrize("budget", [1, 2, 7, 13])

@@ -13,7 +13,7 @@ import random
 
 import pytest
 import torch
-from conftest import make_tiny_model, noisy_copy
+from conftest import count_forwards, make_tiny_model, never_accept_dd, noisy_copy
 
 from autojudge.core.drafters import FallbackDrafter, LookupDrafter, NullDrafter, RejoinDrafter
 from autojudge.core.engine import SpeculativeEngine
@@ -195,6 +195,31 @@ def test_judge_features_are_taken_at_the_draft_token_position(tiny_pair):
         torch.testing.assert_close(feats.draft_hidden[0], dh, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(feats.target_logits[0], tl, atol=1e-3, rtol=1e-4)
         assert int(feats.draft_tokens[0]) != int(feats.target_tokens[0])
+
+
+def test_the_extra_draft_step_for_dd_is_taken_only_when_the_decision_reaches_the_last_position():
+    target = make_tiny_model("qwen2", seed=0)
+    draft = noisy_copy(target, 0.15, seed=1)
+    forwards = count_forwards(draft.model)
+
+    eng = SpeculativeEngine(target, draft)
+    needing = judged = 0
+    for prompt in random_prompts(4, seed=21):
+        kw = dict(k=4, max_new_tokens=40, eos_token_ids=(), reuse_cache=False)
+        forwards[0] = 0
+        sd = eng.generate(prompt, mode="sd", **kw)
+        sd_forwards, forwards[0] = forwards[0], 0
+        res = eng.generate(prompt, mode="judge", judge=never_accept_dd(), **kw)
+        assert res.tokens == sd.tokens
+        met = res.metrics
+        pairs = list(zip(met.accepted_per_cycle, met.proposed_per_cycle, strict=True))
+        # the judge rejects the first mismatch, so the last proposal's draft state is needed only
+        # when that mismatch is the last proposal
+        n_last = sum(a == p - 1 for a, p in pairs)
+        assert forwards[0] == sd_forwards + n_last
+        needing += n_last
+        judged += sum(a < p for a, p in pairs)
+    assert 0 < needing < judged  # the fixture has both kinds of cycle
 
 
 def test_eos_stops_every_mode_at_the_same_token(engine):

@@ -342,7 +342,7 @@ class BatchedEngine:
             raise ValueError("mode 'judge' needs a judge")
         return judge
 
-    # -- admission -------------------------------------------------------------------------
+    # -- judging ---------------------------------------------------------------------------
     @staticmethod
     def _decide(
         judge: Judge,
@@ -367,6 +367,7 @@ class BatchedEngine:
         )
         return match[bi, ii] | judge.accept(feats).to(mask.device)
 
+    # -- admission -------------------------------------------------------------------------
     def _admit(
         self, rows: list[_Row], target: BatchedRunner, draft: BatchedRunner | None, stopper: StopChecker
     ) -> list[_Row]:

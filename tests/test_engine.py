@@ -137,6 +137,26 @@ def test_judged_decoding_matches_naive_full_recompute(tiny_pair, judge_factory, 
         assert ours.tokens == ref
 
 
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_a_dd_judge_that_accepts_some_mismatches_matches_naive_full_recompute(tiny_pair, k):
+    """The window judged in two parts (the last proposal's `dd` costs a draft step) decides like one by one."""
+    target, draft = tiny_pair
+    g = torch.Generator().manual_seed(7)
+    weights = {
+        "dd": torch.randn(draft.config.hidden_size, generator=g),
+        "dt": torch.randn(target.config.hidden_size, generator=g),
+    }
+    judge = LinearJudge(weights, bias=0.0, threshold=0.5, blocks=("dd", "dt"))
+    eng = SpeculativeEngine(target, draft)
+    accepted = 0
+    for prompt in random_prompts(4, seed=30 + k):
+        ours = eng.generate(prompt, mode="judge", judge=judge, k=k, max_new_tokens=30, eos_token_ids=())
+        ref = naive_generate(target, draft, prompt, mode="judge", judge=judge, k=k, max_new_tokens=30)
+        assert ours.tokens == ref
+        accepted += ours.metrics.num_judge_accepted
+    assert accepted > 0  # at k = 1 every judged mismatch is the last proposal, decided by the second call
+
+
 def test_always_accept_is_draft_proposals_plus_one_bonus_per_cycle(tiny_pair):
     target, draft = tiny_pair
     eng = SpeculativeEngine(target, draft)

@@ -2,10 +2,10 @@
 
 The engine calls the judge once per cycle, on the window positions after the first
 mismatch (twice for ``dd`` judges when the decision reaches the last position, whose
-draft hidden state then costs a draft step: that step is not timed here). This times ``LinearJudge.accept`` on ``n`` positions with the
-Qwen2.5-Coder pair's sizes (target hidden 1536, draft hidden 896, vocabulary
-151,936) for each feature set; divide by the cycle time measured by
-``bench/bench_engine.py`` (wall time / cycles) for the judge's share.
+draft hidden state then costs a draft step: that step is not timed here). This times
+``LinearJudge.accept`` on ``n`` positions with the Qwen2.5-Coder pair's sizes (target
+hidden 1536, draft hidden 896, vocabulary 151,936) for each feature set; divide by the
+cycle time measured by ``bench/bench_engine.py`` (wall time / cycles) for the judge's share.
 
     python bench/bench_judge_cost.py --threads 2
 """

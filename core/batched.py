@@ -538,12 +538,12 @@ class BatchedEngine:
                 ok[first] = self._decide(judge, first, d, g, logits, h, d_hidden, match)
                 if d_hidden is not None:
                     assert draft is not None
+                    last_i = (m - 1).clamp(min=0)
                     reach = torch.where(first, ok, True).all(1) & judged
-                    needs = reach & ~match[rows, (m - 1).clamp(min=0)]
-                    ok[rows, (m - 1).clamp(min=0)] |= reach & ~needs  # a last position that matches
+                    needs = reach & ~match[rows, last_i]
+                    ok[rows, last_i] |= reach & ~needs  # a last position that matches
                     if bool(needs.any()):
-                        last = d[rows, (m - 1).clamp(min=0)]
-                        hl = draft.extend(last[:, None], needs.long())[:, 0]
+                        hl = draft.extend(d[rows, last_i][:, None], needs.long())[:, 0]
                         d_hidden[rows[needs], m[needs] - 1] = hl[needs]
                         at_last = is_last & needs[:, None]
                         ok[at_last] = self._decide(judge, at_last, d, g, logits, h, d_hidden, match)

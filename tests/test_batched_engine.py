@@ -213,22 +213,19 @@ def test_the_extra_draft_step_for_dd_is_taken_only_in_cycles_whose_decision_reac
     # every row was admitted at once, so cycle c of each row is batched cycle c; a step is needed in the
     # cycles where some row's first mismatch is its last proposal (the judge rejects all earlier ones)
     cycles = max(len(r.metrics.proposed_per_cycle) for r in res)
-    needing = sum(
-        any(
-            c < len(r.metrics.proposed_per_cycle)
-            and r.metrics.accepted_per_cycle[c] == r.metrics.proposed_per_cycle[c] - 1
-            for r in res
+
+    def cycles_where(pred) -> int:  # batched cycles in which some row's (accepted, proposed) satisfy pred
+        return sum(
+            any(
+                pred(a[c], p[c])
+                for a, p in ((r.metrics.accepted_per_cycle, r.metrics.proposed_per_cycle) for r in res)
+                if c < len(p)
+            )
+            for c in range(cycles)
         )
-        for c in range(cycles)
-    )
-    judged = sum(
-        any(
-            c < len(r.metrics.proposed_per_cycle)
-            and r.metrics.accepted_per_cycle[c] < r.metrics.proposed_per_cycle[c]
-            for r in res
-        )
-        for c in range(cycles)
-    )
+
+    needing = cycles_where(lambda a, p: a == p - 1)
+    judged = cycles_where(lambda a, p: a < p)
     assert 0 < needing < judged  # the fixture has both kinds of cycle
     assert forwards[0] == sd_forwards + needing
 

@@ -254,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="tiny settings for CI: 1 prompt, 16 tokens, no step-time sweep"
     )
     ap.add_argument("--sweep-only", action="store_true", help="only measure c and the verify cost vs k")
+    ap.add_argument(
+        "--unpacked-baseline", action="store_true",
+        help="also run target-only and lossless SD with plain nn.Linear (no packed oneDNN weights)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -295,12 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict] = {}
     outputs: dict[str, list[list[int]]] = {}
 
-    def run_ours(name, **kw):
+    def run_ours(name, engine=None, **kw):
         from autojudge.core.metrics import GenerationMetrics
 
         mets, outs = [], []
         for p in ids:
-            r = eng.generate(p, max_new_tokens=args.max_new_tokens, k=args.k, **kw)
+            r = (engine or eng).generate(p, max_new_tokens=args.max_new_tokens, k=args.k, **kw)
             mets.append(r.metrics)
             outs.append(r.tokens)
         m = GenerationMetrics.merge(mets)
@@ -346,6 +350,19 @@ def main(argv: list[str] | None = None) -> int:
         run_ours(
             f"autojudge judged SD (linear dt+x judge, cost only, k={args.k})", mode="judge", judge=cost_judge
         )
+
+    if args.unpacked_baseline:
+        # the same models with plain nn.Linear (weights reordered by oneDNN on every call): what the packed
+        # linears gain, in this run; their outputs must equal the packed ones bit for bit
+        plain = load_pair(
+            args.draft or presets.DEFAULT_DRAFT, args.target or presets.DEFAULT_TARGET, dtype=args.dtype,
+            quant=args.quant, draft_quant=args.draft_quant, pack_linears=False,
+        )  # fmt: skip
+        plain_eng = SpeculativeEngine(plain.target.model, plain.draft.model, tok)
+        plain_eng.generate(ids[0], mode="sd", k=args.k, max_new_tokens=4)  # warm-up
+        run_ours("autojudge target-only (unpacked linears)", engine=plain_eng, mode="ar")
+        run_ours(f"autojudge lossless SD (unpacked linears, k={args.k})", engine=plain_eng, mode="sd")
+        del plain_eng, plain
 
     if args.llama_cpp_bin is not None:
         ggufs = pair_ggufs(

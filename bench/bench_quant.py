@@ -1,4 +1,4 @@
-"""Target step times: int8 weight-only vs bfloat16 vs float32 (``--quant int8``, core/quant.py).
+"""Target step times: int8 weight-only vs bfloat16 (plain and packed) vs float32 (core/quant.py, core/packed_linear.py).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_quant.py --model qwen2.5-coder-1.5b-instruct
 
@@ -6,8 +6,11 @@ Loads the model once in float32, then times, with a KV cache holding a ``--conte
 a 1-token step (autoregressive decoding, the draft's proposal step) and a ``--verify``-token
 forward (the target's verification of k=8 drafts plus the pending token), median of ``--reps``
 runs, the cache cropped back to the prefix after each, for float32 (alone), then bfloat16
-(``.to``) and int8 (``quantize_int8_`` of a copy of it: bfloat16 activations), these two taking
-turns in every repetition so that load from other jobs hits them alike. Prints a table with
+(``.to``: plain ``nn.Linear``, the weight reordered by oneDNN on every call), bfloat16 with packed
+linears (``pack_linears_`` of a copy: what ``load_model`` gives where oneDNN has bfloat16; its
+outputs are checked bit for bit against plain bfloat16) and int8 (``quantize_int8_`` of a copy:
+bfloat16 activations), these taking turns in every repetition so that load from other jobs hits
+them alike. Prints a table with
 ratios to bfloat16 and the CPU's ``lscpu`` flags relevant to the kernels (avx512*, amx*, avx_vnni). Step times on a shared
 machine are noisy: run it when the machine is quiet, or say it was not.
 """
@@ -25,6 +28,7 @@ import torch
 from transformers import DynamicCache
 
 from autojudge.core.models import load_model
+from autojudge.core.packed_linear import pack_linears_
 from autojudge.core.quant import Int8Linear, quantize_int8_
 
 
@@ -105,9 +109,16 @@ def main() -> None:
     times = _interleaved({"fp32": _Stepper(model, a.context)}, a.verify, a.reps)
     model.to(torch.bfloat16)  # in place: the float32 weights are freed
     int8 = quantize_int8_(copy.deepcopy(model))  # bfloat16 activations
+    packed = copy.deepcopy(model)
+    n_packed = pack_linears_(packed)
+    probe = torch.randint(100, 30000, (1, 40), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        same = torch.equal(model(input_ids=probe).logits, packed(input_ids=probe).logits)
+    print(f"packed linears: {n_packed}; logits of a 40-token pass identical to plain bf16: {same}")
     default = Int8Linear.kernel_max_rows
     pair = {
         "bf16": _Stepper(model, a.context),
+        "bf16, packed linears": _Stepper(packed, a.context),
         f"int8 (kernel <= {default} rows)": _Stepper(int8, a.context, default),
         "int8 (kernel <= 1 row)": _Stepper(int8, a.context, 1),  # the verify as a GEMM on converted weights
     }

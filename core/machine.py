@@ -5,9 +5,10 @@ several times faster than float32 once a pass feeds a few rows (measured on a 2-
 AMD EPYC with avx512_bf16: 237 vs 50 GFLOP/s at 32 rows); on CPUs without them
 bfloat16 is conversion-bound and float32 wins (measured on AVX2-only machines). So
 the choice is measured, not guessed from flags: :func:`preferred_dtype` times
-``F.linear`` in both dtypes at 1 and 32 rows on the target's MLP shape (about a
-second) and caches the result per CPU model, flags, torch version and thread count
-in ``~/.cache/autojudge/machine.json``.
+a linear layer in both dtypes at 1 and 32 rows on the target's MLP shape (about a
+second; bfloat16 with its weight packed for oneDNN where loaded models are,
+:mod:`autojudge.core.packed_linear`) and caches the result per CPU model, flags, torch
+version and thread count in ``~/.cache/autojudge/machine.json``.
 
 Rule: bfloat16 when it is at least as fast at 32 rows (batched mining, batched
 evaluation, verify windows) and not more than 1.25x slower at 1 row; else float32.
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 
 from autojudge.core.files import atomic_write_json
+from autojudge.core.packed_linear import PackedLinear, can_pack
 from autojudge.core.paths import cache_dir
 
 CACHE_FILE = "machine.json"
@@ -53,23 +55,33 @@ def _cpu_key() -> str:
                     break
     except OSError:
         pass
-    return f"{model}|{flags}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    packed = "|packed bf16 linears" if can_pack(torch.bfloat16, "cpu") else ""
+    return f"{model}|{flags}|torch {torch.__version__}|threads {torch.get_num_threads()}{packed}"
 
 
 def gemm_gflops(
     dtype: torch.dtype, rows: int, *, shape: tuple[int, int] = SHAPE, seconds: float = 0.15
 ) -> float:
-    """GFLOP/s of ``F.linear`` on ``rows`` x ``shape`` in ``dtype`` (timed for about ``seconds``)."""
+    """GFLOP/s of a linear layer on ``rows`` x ``shape`` in ``dtype`` (timed for about ``seconds``).
+
+    The layer is the one loaded models run: a :class:`~autojudge.core.packed_linear.PackedLinear`
+    where :func:`~autojudge.core.packed_linear.can_pack` allows it (bfloat16 with oneDNN), else
+    ``nn.Linear``.
+    """
     k, n = shape
-    x, w = torch.randn(rows, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
-    torch.nn.functional.linear(x, w)
-    reps, t0 = 0, time.perf_counter()
-    while True:
-        torch.nn.functional.linear(x, w)
-        reps += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds and reps >= 3:
-            return 2 * rows * k * n * reps / elapsed / 1e9
+    x = torch.randn(rows, k, dtype=dtype)
+    layer: torch.nn.Module = torch.nn.Linear(k, n, bias=False, dtype=dtype).requires_grad_(False)
+    if can_pack(dtype, "cpu"):
+        layer = PackedLinear(layer)
+    with torch.inference_mode():
+        layer(x)
+        reps, t0 = 0, time.perf_counter()
+        while True:
+            layer(x)
+            reps += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= seconds and reps >= 3:
+                return 2 * rows * k * n * reps / elapsed / 1e9
 
 
 def measure() -> dict[str, Any]:

@@ -109,6 +109,9 @@ class LoadedModel:
     device: torch.device
     #: ``--quant``: "none" (float weights) or "int8" (weight-only int8 linears, :mod:`autojudge.core.quant`)
     quant: str = "none"
+    #: linear layers whose weights were reordered once for oneDNN (:mod:`autojudge.core.packed_linear`):
+    #: a speed-up with bit-identical outputs (bfloat16 on CPU); 0 where nothing was packed
+    packed_linears: int = 0
 
     @property
     def config(self) -> Any:
@@ -348,7 +351,13 @@ def _load_tokenizer_and_config(source: str | Path) -> tuple[Any, Any]:
 
 
 def _load_weights(
-    spec: str, source: str | Path, tokenizer: Any, dtype: torch.dtype, device: str, quant: str | None = None
+    spec: str,
+    source: str | Path,
+    tokenizer: Any,
+    dtype: torch.dtype,
+    device: str,
+    quant: str | None = None,
+    pack_linears: bool = True,
 ) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM
@@ -368,19 +377,32 @@ def _load_weights(
         from autojudge.core.quant import apply_quant
 
         apply_quant(model, quant)  # after .to(device): the int8 buffers are built where they run
+    packed = 0
+    if pack_linears:
+        from autojudge.core.packed_linear import pack_linears_
+
+        packed = pack_linears_(model)  # after quant: int8 layers are not nn.Linear and stay as they are
     return LoadedModel(
         id=spec, model=model, tokenizer=tokenizer, path=source if isinstance(source, Path) else None,
-        dtype=dtype, device=dev, quant=(quant or "none").lower(),
+        dtype=dtype, device=dev, quant=(quant or "none").lower(), packed_linears=packed,
     )  # fmt: skip
 
 
 def load_model(
-    spec: str, *, dtype: str | torch.dtype | None = None, device: str = "cpu", quant: str | None = None
+    spec: str,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str = "cpu",
+    quant: str | None = None,
+    pack_linears: bool = True,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from a preset name, local dir, ``.gguf`` file or hub id.
 
     ``quant="int8"`` replaces every linear layer by an int8 weight-only one after loading
     (:mod:`autojudge.core.quant`); ``None``/``"none"`` keeps the float weights.
+    ``pack_linears`` (default) reorders the remaining linear weights once for oneDNN where that
+    computes bit-identical outputs faster (bfloat16 on CPU, :mod:`autojudge.core.packed_linear`);
+    ``False`` keeps plain ``nn.Linear`` (for comparisons).
 
     Raises :class:`ModelNotFoundError` when ``spec`` resolves to nothing (the
     message lists presets and how to pass a local path).
@@ -388,7 +410,7 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, device)
     source = resolve_spec(spec)
     tokenizer, _ = _load_tokenizer_and_config(source)
-    return _load_weights(spec, source, tokenizer, torch_dtype, device, quant)
+    return _load_weights(spec, source, tokenizer, torch_dtype, device, quant, pack_linears)
 
 
 # -- pairs ------------------------------------------------------------------------------------
@@ -449,6 +471,7 @@ def load_pair(
     device: str = "cpu",
     quant: str | None = None,
     draft_quant: str | None = None,
+    pack_linears: bool = True,
 ) -> ModelPair:
     """Load draft and target (any :func:`load_model` spec) after checking they are compatible.
 
@@ -456,7 +479,7 @@ def load_pair(
     ``draft_quant``, when given, to the draft instead. A quantized draft with a float target keeps
     speculative decoding lossless (the target verifies every token in its own precision) and makes
     the draft's 1-token steps cheaper: on CPU the lever that decides whether SD pays off
-    (docs/engine.md); acceptance may drop slightly.
+    (docs/engine.md); acceptance may drop slightly. ``pack_linears``: see :func:`load_model`.
 
     Tokenizers and configs are checked before any weights are loaded.
     """
@@ -465,8 +488,9 @@ def load_pair(
     d_tok, d_cfg = _load_tokenizer_and_config(d_src)
     t_tok, t_cfg = _load_tokenizer_and_config(t_src)
     check_pair_compatible(d_tok, t_tok, d_cfg, t_cfg)
-    d = _load_weights(draft, d_src, d_tok, torch_dtype, device, quant if draft_quant is None else draft_quant)
-    t = _load_weights(target, t_src, t_tok, torch_dtype, device, quant)
+    d_quant = quant if draft_quant is None else draft_quant
+    d = _load_weights(draft, d_src, d_tok, torch_dtype, device, d_quant, pack_linears)
+    t = _load_weights(target, t_src, t_tok, torch_dtype, device, quant, pack_linears)
     return ModelPair(draft=d, target=t, tokenizer=t_tok)
 
 

@@ -271,9 +271,10 @@ def _kv_bytes_per_token(model: torch.nn.Module) -> int:
 def _model_bytes(model: torch.nn.Module) -> int:
     seen, total = set(), 0
     for t in list(model.parameters()) + list(model.buffers()):
-        if t.data_ptr() in seen:
+        key = id(t) if t.is_mkldnn else t.data_ptr()  # a packed weight (opaque layout) has no data pointer
+        if key in seen:
             continue
-        seen.add(t.data_ptr())
+        seen.add(key)
         total += t.numel() * t.element_size()
     return total
 

@@ -6,8 +6,8 @@ reorder costs about as much as the matrix product itself. :func:`pack_linears_` 
 every ``nn.Linear`` of a loaded model with a :class:`PackedLinear` that holds the weight
 reordered once (``torch.ops.mkldnn._reorder_linear_weight``) and calls oneDNN's linear on it
 (``torch.ops.mkldnn._linear_pointwise``), the same ops ``torch.compile`` emits for a frozen
-CPU model. Measured on the Qwen pair (docs/engine.md, "Packed linears"): whole 1-token and
-6-token passes 1.5-2.3x faster, with **bit-identical** outputs.
+CPU model. Measured on the Qwen2.5-1.5B target (docs/engine.md, "Packed linears"): a whole
+1-token pass 2.0x and a 6-token pass 2.3x faster, with **bit-identical** outputs.
 
 Limits:
 
@@ -24,8 +24,10 @@ Limits:
 - Memory: a linear's float weight is released once packed, except where another module shares it
   (a ``lm_head`` tied to the input embedding keeps the embedding: one more copy of that matrix,
   e.g. 467 MB for Qwen2.5-1.5B in bfloat16).
-- ``torch.ops.mkldnn`` ops are private PyTorch API (tested against torch 2.13); any error while
-  packing leaves the model as it was.
+- ``torch.ops.mkldnn`` ops are private PyTorch API (tested against torch 2.13); an error while
+  packing stops there: the layers packed so far stay packed (they compute the same), the rest
+  stay ``nn.Linear``.
+- CPU only: do not move a packed model to another device (``.to("cuda")``); load it there instead.
 - Inference only: there is no backward.
 """
 
@@ -137,7 +139,7 @@ def _same_as_f_linear(linear: nn.Linear, packed: PackedLinear) -> bool:
     return True
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: inference tensors would refuse load_state_dict's in-place copy
 def pack_linears_(model: nn.Module) -> int:
     """Replace the ``nn.Linear`` layers of a bfloat16 CPU ``model`` by :class:`PackedLinear`, in place.
 

@@ -36,8 +36,10 @@ def test_packing_a_bf16_model_replaces_its_linears_and_keeps_every_logit_bit(cha
     if not PACKS_HERE:  # no oneDNN bfloat16 on this CPU: nothing may change
         assert n == 0 and not is_packed(model)
         return
-    assert n == linears == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer + lm_head
-    assert not any(type(m) is nn.Linear for m in model.modules())
+    # q, k, v, o, gate, up, down per layer + lm_head; a shape whose probe differs on some CPU keeps nn.Linear
+    assert linears == 2 * 7 + 1 and n > 0
+    assert sum(isinstance(m, PackedLinear) for m in model.modules()) == n
+    assert sum(type(m) is nn.Linear for m in model.modules()) == linears - n
     ids = torch.randint(0, 40, (1, 37))
     with torch.inference_mode():
         for rows in (1, 2, 6, 17, 37):

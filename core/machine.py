@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from autojudge.core.files import atomic_write_json
-from autojudge.core.packed_linear import PackedLinear, can_pack
+from autojudge.core.packed_linear import can_pack, pack_linears_
 from autojudge.core.paths import cache_dir
 
 CACHE_FILE = "machine.json"
@@ -64,15 +64,13 @@ def gemm_gflops(
 ) -> float:
     """GFLOP/s of a linear layer on ``rows`` x ``shape`` in ``dtype`` (timed for about ``seconds``).
 
-    The layer is the one loaded models run: a :class:`~autojudge.core.packed_linear.PackedLinear`
-    where :func:`~autojudge.core.packed_linear.can_pack` allows it (bfloat16 with oneDNN), else
-    ``nn.Linear``.
+    The layer is the one loaded models run: ``nn.Linear`` passed through
+    :func:`~autojudge.core.packed_linear.pack_linears_`, so packed where loading would pack it.
     """
     k, n = shape
     x = torch.randn(rows, k, dtype=dtype)
-    layer: torch.nn.Module = torch.nn.Linear(k, n, bias=False, dtype=dtype).requires_grad_(False)
-    if can_pack(dtype, "cpu"):
-        layer = PackedLinear(layer)
+    layer = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False, dtype=dtype).requires_grad_(False))
+    pack_linears_(layer)
     with torch.inference_mode():
         layer(x)
         reps, t0 = 0, time.perf_counter()

@@ -99,21 +99,11 @@ class PackedLinear(nn.Module):
                 missing_keys.append(bkey)
 
     def __deepcopy__(self, memo: dict) -> PackedLinear:
+        # an opaque tensor has no storage to deep-copy: seed the memo with a clone, copy the rest as usual
+        memo[id(self.packed_weight)] = self.packed_weight.clone()
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
-        for key, value in self.__dict__.items():
-            if key == "_buffers":
-                bufs = {}
-                for name, buf in value.items():
-                    if buf is None:
-                        bufs[name] = None
-                    elif name == "packed_weight":
-                        bufs[name] = buf.clone()  # an opaque tensor has no storage to deep-copy
-                    else:
-                        bufs[name] = copy.deepcopy(buf, memo)
-                new.__dict__[key] = bufs
-            else:
-                new.__dict__[key] = copy.deepcopy(value, memo)
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
         return new
 
     def extra_repr(self) -> str:
@@ -156,11 +146,13 @@ def pack_linears_(model: nn.Module) -> int:
         w = lin.weight
         if not can_pack(w.dtype, w.device):
             continue
+        shape = (tuple(w.shape), lin.bias is not None)
+        if exact.get(shape) is False:  # probed before and found to differ: not worth reordering again
+            continue
         try:
             packed = PackedLinear(lin)
         except (RuntimeError, NotImplementedError, AttributeError):
             return replaced
-        shape = (tuple(w.shape), lin.bias is not None)
         if shape not in exact:
             exact[shape] = _same_as_f_linear(lin, packed)
         if not exact[shape]:
